@@ -1,0 +1,31 @@
+"""Errors raised by the library.
+
+They subclass Salt's own exceptions, so the Salt-facing modules can let them
+through unchanged and states turn them into ``result: False`` with a single
+``except (CommandExecutionError, SaltInvocationError)``. Docker errors are
+translated into these in exactly one place: :mod:`dockerops.client`.
+"""
+
+from __future__ import annotations
+
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+
+class SpecError(SaltInvocationError):  # type: ignore[misc]
+    """Bad pillar or arguments. Every problem names its pillar path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid dockerops pillar:\n  " + "\n  ".join(self.problems))
+
+
+class DockerError(CommandExecutionError):  # type: ignore[misc]
+    """The Docker daemon refused or failed an operation."""
+
+
+class DockerUnavailable(DockerError):
+    """The Docker daemon does not answer."""
+
+
+class NotFound(DockerError):
+    """A container or image that was expected is not there."""

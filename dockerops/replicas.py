@@ -1,0 +1,174 @@
+"""Desired and actual replicas, and the labels that tie them together (pure).
+
+Every container dockerops runs carries labels saying which service and replica
+it is and a hash of every input that must force a recreate. Comparing desired
+with actual is then a comparison of hashes read from one ``docker ps``-style
+list call: no per-container inspect, no throwaway container.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .spec import ServiceSpec
+
+LABEL_PREFIX = "io.dockerops"
+LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
+LABEL_SERVICE = f"{LABEL_PREFIX}.service"
+LABEL_REPLICA = f"{LABEL_PREFIX}.replica"
+LABEL_ENVIRONMENT = f"{LABEL_PREFIX}.environment"
+LABEL_IMAGE = f"{LABEL_PREFIX}.image"
+LABEL_SPEC_HASH = f"{LABEL_PREFIX}.spec-hash"
+# Per-input hashes, so a recreate can say *what* changed without an inspect.
+LABEL_INPUTS = f"{LABEL_PREFIX}.inputs"
+
+_HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)")
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    container: int
+    protocol: str
+    host_ip: str
+    host_port: int | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.container}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class DesiredReplica:
+    """One container as it should be."""
+
+    service: str
+    index: int
+    name: str
+    image: str
+    command: tuple[str, ...] | None
+    env: tuple[tuple[str, str], ...]
+    ports: tuple[PublishedPort, ...]
+    labels: tuple[tuple[str, str], ...]
+    restart_policy: str
+    inputs: tuple[tuple[str, str], ...]
+    spec_hash: str
+
+    def docker_labels(self) -> dict[str, str]:
+        labels = dict(self.labels)
+        labels.update(
+            {
+                LABEL_MANAGED: "true",
+                LABEL_SERVICE: self.service,
+                LABEL_REPLICA: str(self.index),
+                LABEL_IMAGE: self.image,
+                LABEL_SPEC_HASH: self.spec_hash,
+                LABEL_INPUTS: json.dumps(dict(self.inputs), sort_keys=True, separators=(",", ":")),
+            }
+        )
+        return labels
+
+
+@dataclass(frozen=True)
+class ActualReplica:
+    """One container as the daemon's list call reports it."""
+
+    id: str
+    name: str
+    service: str
+    index: int | None
+    image: str
+    spec_hash: str
+    inputs: dict[str, str] = field(default_factory=dict, compare=False)
+    state: str = "unknown"
+    status: str = ""
+    environment: str = ""
+
+    @property
+    def health(self) -> str | None:
+        """``healthy``/``unhealthy``/``starting``, or None without a healthcheck."""
+        match = _HEALTH_RE.search(self.status)
+        if not match:
+            return None
+        return "starting" if match.group(1) == "health: starting" else match.group(1)
+
+
+def container_name(service: str, index: int) -> str:
+    return f"{service}-{index}"
+
+
+def _digest(value: Any) -> str:
+    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def desired_replicas(spec: ServiceSpec) -> list[DesiredReplica]:
+    """The containers ``spec`` asks for on this host, replica 1..N."""
+    out = []
+    for index in range(1, spec.replicas + 1):
+        ports = tuple(
+            PublishedPort(
+                container=port.container,
+                protocol=port.protocol,
+                host_ip=str(port.host_ip),
+                host_port=None if port.host is None else port.host + index - 1,
+            )
+            for port in spec.ports
+        )
+        env = tuple(sorted(spec.env.items()))
+        labels = tuple(sorted({**spec.labels, LABEL_ENVIRONMENT: spec.environment}.items()))
+        command = tuple(spec.command) if spec.command is not None else None
+        # Each input that forces a recreate when it changes, hashed on its own.
+        inputs = {
+            "image": _digest(spec.image_ref),
+            "command": _digest(command),
+            "env": _digest(env),
+            "ports": _digest([p.__dict__ for p in ports]),
+            "labels": _digest(labels),
+            "restart_policy": _digest(spec.restart_policy),
+        }
+        out.append(
+            DesiredReplica(
+                service=spec.name,
+                index=index,
+                name=container_name(spec.name, index),
+                image=spec.image_ref,
+                command=command,
+                env=env,
+                ports=ports,
+                labels=labels,
+                restart_policy=spec.restart_policy,
+                inputs=tuple(sorted(inputs.items())),
+                spec_hash=_digest(inputs),
+            )
+        )
+    return out
+
+
+def actual_from_list_entry(entry: dict[str, Any]) -> ActualReplica:
+    """Build an :class:`ActualReplica` from one entry of the container list API."""
+    labels = entry.get("Labels") or {}
+    try:
+        index: int | None = int(labels.get(LABEL_REPLICA, ""))
+    except ValueError:
+        index = None
+    try:
+        inputs = json.loads(labels.get(LABEL_INPUTS) or "{}")
+    except ValueError:
+        inputs = {}
+    names = entry.get("Names") or [""]
+    return ActualReplica(
+        id=str(entry.get("Id", "")),
+        name=str(names[0]).lstrip("/"),
+        service=str(labels.get(LABEL_SERVICE, "")),
+        index=index,
+        image=str(labels.get(LABEL_IMAGE) or entry.get("Image", "")),
+        spec_hash=str(labels.get(LABEL_SPEC_HASH, "")),
+        inputs=inputs if isinstance(inputs, dict) else {},
+        state=str(entry.get("State", "unknown")),
+        status=str(entry.get("Status", "")),
+        environment=str(labels.get(LABEL_ENVIRONMENT, "")),
+    )

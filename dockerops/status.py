@@ -1,0 +1,60 @@
+"""What runs on this host, per service and per replica."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .host import DockerHost
+from .plan import plan_service
+from .replicas import desired_replicas
+from .spec import ServiceSpec
+
+
+def replica_status(host: DockerHost, service: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Per service, per replica: container, image, state, health, restart count."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for container in sorted(host.managed(service), key=lambda c: (c.service, c.index or 0)):
+        details = host.inspect(container.id)
+        state = details.get("State") or {}
+        health = (state.get("Health") or {}).get("Status")
+        out.setdefault(container.service, []).append(
+            {
+                "replica": container.index,
+                "container": container.name,
+                "id": container.id[:12],
+                "image": container.image,
+                "state": container.state,
+                "health": health,
+                "restart_count": int(details.get("RestartCount") or 0),
+                "started_at": state.get("StartedAt"),
+                "environment": container.environment,
+            }
+        )
+    return out
+
+
+def services_overview(host: DockerHost, specs: list[ServiceSpec]) -> dict[str, dict[str, Any]]:
+    """Desired vs running for every pillar service, plus containers no pillar asks for."""
+    running = host.managed()
+    out: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        mine = [c for c in running if c.service == spec.name]
+        pending = plan_service(desired_replicas(spec), mine)
+        out[spec.name] = {
+            "image": spec.image_ref,
+            "desired": spec.replicas,
+            "running": sum(1 for c in mine if c.state == "running"),
+            "in_sync": not pending,
+            "pending": [f"{a.kind} {a.name}" for a in pending],
+        }
+    declared = {spec.name for spec in specs}
+    for container in running:
+        if container.service not in declared:
+            entry = out.setdefault(
+                container.service,
+                {"image": container.image, "desired": 0, "running": 0, "in_sync": False,
+                 "pending": [], "orphaned": True},
+            )
+            entry["running"] += container.state == "running"
+            entry["pending"].append(f"remove {container.name} (not in pillar)")
+    return out

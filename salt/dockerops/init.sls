@@ -1,0 +1,3 @@
+# Everything dockerops manages on a minion.
+include:
+  - .services

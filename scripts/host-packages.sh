@@ -1,0 +1,19 @@
+#!/bin/sh
+# Install the Debian packages dockerops' demo and tests need, only when missing.
+# Idempotent: a second run installs nothing and makes no network call.
+set -e
+need=""
+command -v dockerd >/dev/null 2>&1 || need="$need docker.io"
+command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need="$need busybox-static"
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
+[ -z "$need" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages:$need (run as root, or: apt-get install$need)" >&2
+    exit 1
+fi
+echo "installing Debian packages:$need"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $need >/dev/null
