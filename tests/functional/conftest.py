@@ -1,0 +1,67 @@
+"""Functional tier: a real dockerd; Salt's loader in-process, or salt-call --local."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from saltfactories.utils.functional import Loaders
+
+from tests.support.salt import Masterless
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def minion_opts(tmp_path_factory: pytest.TempPathFactory, docker_url: str) -> dict[str, Any]:
+    import salt.config
+
+    root = tmp_path_factory.mktemp("minion")
+    (root / "pillar").mkdir()
+    opts = salt.config.minion_config(None)
+    opts.update(
+        {
+            "id": "int-functional",
+            "root_dir": str(root),
+            "cachedir": str(root / "cache"),
+            "pki_dir": str(root / "pki"),
+            "sock_dir": str(root / "sock"),
+            "extension_modules": str(root / "extmods"),
+            "file_client": "local",
+            "file_roots": {"base": [str(REPO / "salt")]},
+            "pillar_roots": {"base": [str(root / "pillar")]},
+            "module_dirs": [str(REPO / "_modules")],
+            "states_dirs": [str(REPO / "_states")],
+            "grains_dirs": [str(REPO / "_grains")],
+            "dockerops.docker_url": docker_url,
+        }
+    )
+    return opts
+
+
+@pytest.fixture(scope="session")
+def session_loaders(minion_opts: dict[str, Any]) -> Loaders:
+    return Loaders(minion_opts)
+
+
+@pytest.fixture
+def salt(session_loaders: Loaders) -> Iterator[Any]:
+    """Salt's loaders with a ``set_pillar(data)`` that reloads them with new pillar."""
+
+    def set_pillar(data: dict[str, Any]) -> None:
+        pillar_dir = Path(session_loaders.opts["pillar_roots"]["base"][0])
+        (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - test\n")
+        (pillar_dir / "test.sls").write_text(yaml.safe_dump(data))
+        session_loaders.reload_all()
+
+    session_loaders.set_pillar = set_pillar
+    yield session_loaders
+    session_loaders.reset_state()
+
+
+@pytest.fixture(scope="session")
+def masterless(tmp_path_factory: pytest.TempPathFactory, docker_url: str) -> Masterless:
+    return Masterless(tmp_path_factory.mktemp("masterless"), "int-masterless", docker_url)

@@ -1,0 +1,42 @@
+"""Small helpers shared by functional tests."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from typing import Any
+
+import docker
+
+
+def service_pillar(name: str, repository: str, **fields: Any) -> dict[str, Any]:
+    service = {"image": repository, "tag": "1.0", "replicas": 1, **fields}
+    return {"dockerops": {"environment": "integration", "services": {name: service}}}
+
+
+def containers(client: docker.DockerClient, service: str) -> dict[str, Any]:
+    """name -> container, for one service's containers (running or not)."""
+    found = client.containers.list(all=True, filters={"label": f"io.dockerops.service={service}"})
+    return {c.name: c for c in found}
+
+
+def http_get(port: int, path: str = "/version", timeout: float = 20) -> str:
+    """GET http://127.0.0.1:port/path, retrying until the service answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+                return resp.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def state_return(ret: Any) -> dict[str, Any]:
+    """The single state's return dict from a Loaders state call."""
+    return {
+        "result": ret.result,
+        "changes": ret.changes,
+        "comment": str(ret.comment),
+    }

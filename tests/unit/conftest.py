@@ -1,0 +1,50 @@
+"""Factories shared by the unit tests: specs from pillar, list-API entries from replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dockerops.replicas import DesiredReplica
+from dockerops.spec import ServiceSpec, load_service
+
+BASE_SERVICE: dict[str, Any] = {"image": "registry.example.com/web", "tag": "1.4"}
+
+
+@pytest.fixture
+def make_spec() -> Callable[..., ServiceSpec]:
+    """``make_spec(replicas=2, env={...})``: BASE_SERVICE plus fields, validated from pillar."""
+
+    def make(environment: str = "production", **fields: Any) -> ServiceSpec:
+        service = {**BASE_SERVICE, **fields}
+        pillar = {"dockerops": {"environment": environment, "services": {"web": service}}}
+        return load_service(pillar, "web")
+
+    return make
+
+
+@pytest.fixture
+def list_entry() -> Callable[..., dict[str, Any]]:
+    """The container list API's entry for a container created from ``replica``."""
+
+    def make(
+        replica: DesiredReplica,
+        *,
+        state: str = "running",
+        status: str = "Up 5 minutes",
+        name: str | None = None,
+        container_id: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "Id": container_id or f"{replica.name}-0123456789abcdef0123456789abcdef",
+            "Names": [f"/{name or replica.name}"],
+            "Image": "sha256:0123456789ab",
+            "Labels": {**replica.docker_labels(), **(labels or {})},
+            "State": state,
+            "Status": status,
+        }
+
+    return make
