@@ -125,9 +125,7 @@ def apply(name=None, test=None):
         salt '*' dockerops.apply
         salt '*' dockerops.apply web test=True
     """
-    specs = (
-        [_spec.load_service(__pillar__, name)] if name else _spec.load_services(__pillar__)
-    )
+    specs = [_spec.load_service(__pillar__, name)] if name else _spec.load_services(__pillar__)
     host = _docker()
     out = {}
     for spec in specs:

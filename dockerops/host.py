@@ -12,7 +12,13 @@ import docker
 
 from .client import docker_client, translate_errors
 from .errors import NotFound
-from .replicas import LABEL_MANAGED, LABEL_SERVICE, ActualReplica, DesiredReplica, actual_from_list_entry
+from .replicas import (
+    LABEL_MANAGED,
+    LABEL_SERVICE,
+    ActualReplica,
+    DesiredReplica,
+    actual_from_list_entry,
+)
 
 STOP_TIMEOUT = 10
 

@@ -50,7 +50,8 @@ class DesiredReplica:
     name: str
     image: str
     command: tuple[str, ...] | None
-    env: tuple[tuple[str, str], ...]
+    # Kept out of repr: env values may be credentials and must not reach logs.
+    env: tuple[tuple[str, str], ...] = field(repr=False)
     ports: tuple[PublishedPort, ...]
     labels: tuple[tuple[str, str], ...]
     restart_policy: str

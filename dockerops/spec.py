@@ -23,10 +23,17 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import ip_address
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from .errors import SpecError
 
@@ -36,15 +43,16 @@ PILLAR_KEY = "dockerops"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?)"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REPOSITORY_RE = re.compile(
-    rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$"
-)
+REPOSITORY_RE = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 SERVICE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESTART_RE = re.compile(r"^(no|always|unless-stopped|on-failure(:[1-9][0-9]*)?)$")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+# Fields whose values are never shown in an error (they may hold credentials).
+_HIDDEN_VALUES = {"env"}
 
 
 class _Model(BaseModel):
@@ -59,8 +67,16 @@ class PortSpec(_Model):
     # Loopback unless said otherwise: publishing on every interface is a choice
     # the operator should make explicitly (Docker's own default bypasses host
     # firewalls).
-    host_ip: IPv4Address | IPv6Address = IPv4Address("127.0.0.1")
+    host_ip: str = "127.0.0.1"
     protocol: Literal["tcp", "udp"] = "tcp"
+
+    @field_validator("host_ip")
+    @classmethod
+    def _host_ip(cls, value: str) -> str:
+        try:
+            return str(ip_address(value))
+        except ValueError:
+            raise ValueError("not an IP address") from None
 
 
 class ServiceSpec(_Model):
@@ -76,6 +92,13 @@ class ServiceSpec(_Model):
     labels: dict[str, str] = {}
     restart_policy: str = "on-failure:5"
     environment: str = "default"
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replicas(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML's yes/no is not a count
+            raise ValueError("expected a number of replicas, not a boolean")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -128,13 +151,31 @@ class ServiceSpec(_Model):
 
     @field_validator("ports")
     @classmethod
-    def _ports(cls, value: list[PortSpec]) -> list[PortSpec]:
+    def _ports(cls, value: list[PortSpec], info: ValidationInfo) -> list[PortSpec]:
         seen = set()
         for port in value:
             key = (port.container, port.protocol)
             if key in seen:
                 raise ValueError(f"container port {port.container}/{port.protocol} listed twice")
             seen.add(key)
+        # Replica i publishes host + i - 1: every replica's port must be valid and
+        # no two published ports may collide on this host.
+        replicas = info.data.get("replicas") or 1
+        taken: dict[tuple[str, int, str], int] = {}
+        for port in value:
+            if port.host is None:
+                continue
+            last = port.host + replicas - 1
+            if last > 65535:
+                raise ValueError(f"host port {port.host} with {replicas} replicas runs past 65535")
+            for host_port in range(port.host, last + 1):
+                where = (port.host_ip, host_port, port.protocol)
+                if where in taken:
+                    raise ValueError(
+                        f"host port {port.host_ip}:{host_port}/{port.protocol} is published "
+                        f"twice (container ports {taken[where]} and {port.container})"
+                    )
+                taken[where] = port.container
         return value
 
     @field_validator("restart_policy")
@@ -180,7 +221,7 @@ def load_root(pillar: Mapping[str, Any]) -> PillarRoot:
     try:
         return PillarRoot.model_validate(dict(raw))
     except ValidationError as err:
-        raise SpecError(_problems(err, (PILLAR_KEY,), PillarRoot, {})) from None
+        raise SpecError(_problems(err, (PILLAR_KEY,), PillarRoot)) from None
 
 
 def service_names(pillar: Mapping[str, Any]) -> list[str]:
@@ -206,10 +247,14 @@ def load_service(
     try:
         return ServiceSpec.model_validate(merged)
     except ValidationError as err:
-        origin = {key: "defaults" for key in root.defaults if key not in declared}
-        for key in overrides or {}:
-            origin[key] = "argument"
-        raise SpecError(_problems(err, (PILLAR_KEY, "services", name), ServiceSpec, origin)) from None
+        sources = {
+            "argument": dict(overrides or {}),
+            "service": declared,
+            "defaults": root.defaults,
+        }
+        raise SpecError(
+            _problems(err, (PILLAR_KEY, "services", name), ServiceSpec, sources)
+        ) from None
 
 
 def load_services(pillar: Mapping[str, Any]) -> list[ServiceSpec]:
@@ -226,24 +271,53 @@ def load_services(pillar: Mapping[str, Any]) -> list[ServiceSpec]:
 
 
 def _problems(
-    err: ValidationError, prefix: tuple[str, ...], model: type[BaseModel], origin: Mapping[str, str]
+    err: ValidationError,
+    prefix: tuple[str, ...],
+    model: type[BaseModel],
+    sources: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[str]:
     out = []
     for item in err.errors():
         loc = [str(part) for part in item["loc"]]
-        where = prefix
-        if loc and origin.get(loc[0]) == "defaults":
-            where = (PILLAR_KEY, "defaults")
-        elif loc and origin.get(loc[0]) == "argument":
-            where = ("argument",)
+        where = _where(loc, prefix, sources) if sources else prefix
         path = ":".join((*where, *loc))
         if item["type"] == "extra_forbidden":
             fields = _fields_at(model, loc[:-1])
             out.append(f"{path}: unknown key{_did_you_mean(loc[-1], fields)}")
             continue
         message = str(item["msg"]).removeprefix("Value error, ")
-        out.append(f"{path}: {message} (got {_show(item.get('input'))})")
+        if loc and loc[0] in _HIDDEN_VALUES:
+            out.append(f"{path}: {message}")
+        else:
+            out.append(f"{path}: {message} (got {_show(item.get('input'))})")
     return out
+
+
+def _where(
+    loc: list[str], prefix: tuple[str, ...], sources: Mapping[str, Mapping[str, Any]]
+) -> tuple[str, ...]:
+    """Which layer (argument, service, defaults) supplied the value at ``loc``."""
+    if not loc:
+        return prefix
+    for layer in ("argument", "service", "defaults"):
+        if _has_path(sources.get(layer) or {}, loc):
+            return {
+                "argument": ("argument",),
+                "service": prefix,
+                "defaults": (PILLAR_KEY, "defaults"),
+            }[layer]
+    return prefix
+
+
+def _has_path(data: Any, loc: list[str]) -> bool:
+    for part in loc:
+        if isinstance(data, Mapping) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return False
+    return True
 
 
 def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
@@ -256,7 +330,9 @@ def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
             return []
         annotation = field.annotation
         args = getattr(annotation, "__args__", ())
-        current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), annotation)
+        current = next(
+            (a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), annotation
+        )
     return list(getattr(current, "model_fields", {}))
 
 

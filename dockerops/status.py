@@ -52,8 +52,14 @@ def services_overview(host: DockerHost, specs: list[ServiceSpec]) -> dict[str, d
         if container.service not in declared:
             entry = out.setdefault(
                 container.service,
-                {"image": container.image, "desired": 0, "running": 0, "in_sync": False,
-                 "pending": [], "orphaned": True},
+                {
+                    "image": container.image,
+                    "desired": 0,
+                    "running": 0,
+                    "in_sync": False,
+                    "pending": [],
+                    "orphaned": True,
+                },
             )
             entry["running"] += container.state == "running"
             entry["pending"].append(f"remove {container.name} (not in pillar)")

@@ -89,7 +89,9 @@ def free_ports():
 
 
 @pytest.fixture
-def service_name(request: pytest.FixtureRequest, docker_client: docker.DockerClient) -> Iterator[str]:
+def service_name(
+    request: pytest.FixtureRequest, docker_client: docker.DockerClient
+) -> Iterator[str]:
     """A service name unique to this test; its containers are removed afterwards."""
     name = f"t{random.randrange(16**6):06x}"
     yield name

@@ -144,9 +144,7 @@ def test_stopped_container_is_started(salt, docker_client, demo_images, service_
     container = containers(docker_client, service_name)[f"{service_name}-1"]
     container.stop(timeout=2)
     ret = state_return(salt.states.dockerops.running(name=service_name))
-    assert ret["changes"] == {
-        f"{service_name}-1": {"started": {"old": "exited", "new": "running"}}
-    }
+    assert ret["changes"] == {f"{service_name}-1": {"started": {"old": "exited", "new": "running"}}}
     container.reload()
     assert container.status == "running"
 
@@ -166,9 +164,7 @@ def test_bad_pillar_fails_with_path_and_touches_nothing(
     assert containers(docker_client, service_name) == {}
 
 
-def test_missing_image_is_pulled_from_the_registry(
-    salt, docker_client, demo_images, service_name
-):
+def test_missing_image_is_pulled_from_the_registry(salt, docker_client, demo_images, service_name):
     # A tag only the registry has: the apply must really pull it.
     ref = demo_images["repository"] + ":pulltest"
     docker_client.images.get(demo_images["1.0"]).tag(demo_images["repository"], "pulltest")

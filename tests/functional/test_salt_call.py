@@ -43,11 +43,15 @@ def test_sys_doc_documents_every_function_with_a_cli_example(synced):
     assert {"dockerops.running", "dockerops.absent"} <= set(states.data)
 
 
-def test_formula_highstate_converges_then_is_a_noop(synced, docker_client, demo_images, service_name, free_ports):
+def test_formula_highstate_converges_then_is_a_noop(
+    synced, docker_client, demo_images, service_name, free_ports
+):
     port = free_ports(2)
     synced.set_pillar(
         service_pillar(
-            service_name, demo_images["repository"], replicas=2,
+            service_name,
+            demo_images["repository"],
+            replicas=2,
             ports=[{"container": 8080, "host": port}],
         )
     )
@@ -94,9 +98,20 @@ def test_grains_report_the_docker_host(synced, docker_client, demo_images, servi
 def test_pip_installed_wheel_registers_with_the_salt_loader(tmp_path, docker_url):
     """`pip install` of the wheel alone (no file_roots, no sync) gives Salt the modules."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path / "dist"), str(REPO)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = (tmp_path / "dist").glob("dockerops-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -104,13 +119,24 @@ def test_pip_installed_wheel_registers_with_the_salt_loader(tmp_path, docker_url
     assert "dockerops/saltext/states/dockerops.py" in names
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-         str(wheel)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
     )
     # An empty file_roots: nothing to sync from.
-    minion = Masterless(tmp_path / "salt", "pip-minion", docker_url,
-                        file_roots={"base": [str(tmp_path / "empty")]})
+    minion = Masterless(
+        tmp_path / "salt", "pip-minion", docker_url, file_roots={"base": [str(tmp_path / "empty")]}
+    )
     (tmp_path / "empty").mkdir()
     env = {"PYTHONPATH": str(target)}
     funcs = minion.run("sys.list_functions", "dockerops", env=env)
@@ -122,9 +148,15 @@ def test_pip_installed_wheel_registers_with_the_salt_loader(tmp_path, docker_url
     assert re.match(r"\d+\.\d+", version.data["docker"])
     # ... and they came from the installed wheel, not from this checkout.
     where = subprocess.run(
-        [sys.executable, "-c",
-         "import dockerops.loader, json; print(json.dumps(dockerops.loader.salt_dirs()))"],
-        env={"PYTHONPATH": str(target)}, cwd=tmp_path, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import dockerops.loader, json; print(json.dumps(dockerops.loader.salt_dirs()))",
+        ],
+        env={"PYTHONPATH": str(target)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         check=True,
     )
     assert str(target / "dockerops" / "saltext" / "modules") in where.stdout

@@ -50,8 +50,15 @@ class Masterless:
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> CallResult:
         proc = subprocess.run(
-            [SALT_CALL, "-c", str(self.root), "--local", "--out=json", "--retcode-passthrough",
-             *args],
+            [
+                SALT_CALL,
+                "-c",
+                str(self.root),
+                "--local",
+                "--out=json",
+                "--retcode-passthrough",
+                *args,
+            ],
             capture_output=True,
             text=True,
             env={**os.environ, **(env or {})},

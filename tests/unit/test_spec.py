@@ -56,7 +56,7 @@ def test_port_defaults_to_loopback_tcp_without_host_port() -> None:
 
     assert port.container == 8080
     assert port.host is None
-    assert port.host_ip == IPv4Address("127.0.0.1")
+    assert port.host_ip == "127.0.0.1"
     assert port.protocol == "tcp"
 
 
@@ -71,7 +71,7 @@ def test_port_defaults_to_loopback_tcp_without_host_port() -> None:
 def test_port_host_ip_accepts_v4_and_v6(host_ip: str, expected: object) -> None:
     (port,) = load_service(web(ports=[{"container": 80, "host_ip": host_ip}]), "web").ports
 
-    assert port.host_ip == expected
+    assert port.host_ip == str(expected)
 
 
 def test_defaults_are_deep_merged_under_the_service() -> None:
@@ -341,7 +341,10 @@ def test_invalid_value_names_path_and_value(
     (problem,) = problems
     assert problem.startswith(f"{WEB}:{path}: "), problem
     assert message in problem
-    if shown is not None:
+    if path.startswith("env"):
+        # env values may be credentials: never echoed back.
+        assert " (got " not in problem, problem
+    elif shown is not None:
         assert problem.endswith(f" (got {shown})"), problem
     else:
         assert " (got " in problem
@@ -507,7 +510,7 @@ def test_errors_in_overrides_name_the_argument() -> None:
 
 
 def test_port_host_ip_error_is_one_problem_at_the_pillar_path() -> None:
-    # host_ip is IPv4Address | IPv6Address: the problem must still be one line
+    # host_ip accepts IPv4 and IPv6: the problem must still be one line
     # naming the pillar key, not pydantic's internal union branches.
     problems = problems_of(web(ports=[{"container": 80, "host_ip": "localhost"}]))
 

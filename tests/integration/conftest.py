@@ -1,0 +1,89 @@
+"""Integration tier: a real salt-master and salt-minions (pytest-salt-factories),
+each minion managing its own isolated Docker host.
+
+The master serves the repository as its file_roots, exactly as an operator
+would deploy dockerops: minions get the modules and the library with
+``saltutil.sync_all``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.dockerd import ExtraDaemon, start_extra_daemons
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Minion ids pick the environment in pillar/top.sls style: int-*, stg-*.
+MINIONS = ("int-m1", "stg-m2")
+ENV_GLOBS = {"integration": "int-*", "staging": "stg-*", "production": "prd-*"}
+
+
+@pytest.fixture(scope="session")
+def docker_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ExtraDaemon]]:
+    """One isolated dockerd per minion."""
+    daemons = start_extra_daemons(len(MINIONS), tmp_path_factory.mktemp("hosts"))
+    yield dict(zip(MINIONS, daemons, strict=True))
+    for daemon in daemons:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def pillar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pillar")
+
+
+def write_pillar(pillar_dir: Path, per_env: dict[str, dict[str, Any]]) -> None:
+    """pillar/top.sls assigning environments by minion id, and one file each."""
+    top = {"base": {ENV_GLOBS[env]: [env] for env in per_env}}
+    (pillar_dir / "top.sls").write_text(yaml.safe_dump(top))
+    for env, data in per_env.items():
+        (pillar_dir / f"{env}.sls").write_text(yaml.safe_dump(data))
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, pillar_dir: Path):
+    write_pillar(pillar_dir, {})
+    master = salt_factories.salt_master_daemon(
+        "dockerops-master",
+        overrides={
+            "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+            "pillar_roots": {"base": [str(pillar_dir)]},
+            "log_level_logfile": "info",
+        },
+    )
+    with master.started(start_timeout=120):
+        yield master
+
+
+@pytest.fixture(scope="session")
+def salt_minions(salt_master, docker_hosts: dict[str, ExtraDaemon]):
+    minions = [
+        salt_master.salt_minion_daemon(
+            minion_id,
+            overrides={"dockerops.docker_url": docker_hosts[minion_id].url},
+        )
+        for minion_id in MINIONS
+    ]
+    started = []
+    try:
+        for minion in minions:
+            minion.start(start_timeout=120)
+            started.append(minion)
+        salt_cli = salt_master.salt_cli(timeout=180)
+        synced = salt_cli.run("saltutil.sync_all", minion_tgt="*")
+        assert synced.returncode == 0, synced.stderr
+        yield {m.id: m for m in minions}
+    finally:
+        for minion in started:
+            minion.terminate()
+
+
+@pytest.fixture(scope="session")
+def salt_cli(salt_master, salt_minions):
+    return salt_master.salt_cli(timeout=300)
