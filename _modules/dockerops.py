@@ -9,6 +9,8 @@ manages (default ``unix:///var/run/docker.sock``). The work is done by the
 
 import logging
 
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
 try:
     import dockerops as _lib
 
@@ -18,6 +20,8 @@ try:
         from dockerops import client as _client
         from dockerops import converge as _converge
         from dockerops import host as _host
+        from dockerops import records as _records
+        from dockerops import render as _render
         from dockerops import spec as _spec
         from dockerops import status as _status
     IMPORT_ERROR = "" if HAS_LIB else "the dockerops library is not installed"
@@ -84,12 +88,17 @@ def services():
 
         salt '*' dockerops.services
     """
-    return _status.services_overview(_docker(), _spec.load_services(__pillar__))
+    specs = _spec.load_services(__pillar__)
+    versions = {}
+    for spec in specs:
+        rendered = _render.render_service_config(spec, __salt__)
+        versions[spec.name] = rendered.version if rendered else None
+    return _status.services_overview(_docker(), specs, versions)
 
 
 def status(name=None):
     """
-    Per replica: container, image, state, health, restart count.
+    Per replica: container, image, state, health, restart count, config version.
 
     name
         Only this service. Default: every dockerops container on this host.
@@ -129,15 +138,51 @@ def apply(name=None, test=None):
     host = _docker()
     out = {}
     for spec in specs:
-        result = _converge.converge(host, spec, test=_test(test))
-        out[spec.name] = {
-            "result": result.result,
-            "comment": result.comment,
-            "changes": result.changes,
-        }
-        if result.result is False:
+        # One service's failure (bad template, daemon error) does not stop the others.
+        try:
+            rendered = _render.render_service_config(spec, __salt__)
+            result = _converge.converge(
+                host, spec, rendered, state_dir=_records.state_dir(__opts__), test=_test(test)
+            )
+            out[spec.name] = {
+                "result": result.result,
+                "comment": result.comment,
+                "changes": result.changes,
+            }
+        except (CommandExecutionError, SaltInvocationError) as err:
+            out[spec.name] = {"result": False, "comment": str(err), "changes": {}}
+        if out[spec.name]["result"] is False:
             __context__["retcode"] = 1
     return out
+
+
+def restart(name, rolling=True, test=None):
+    """
+    Restart a service's replicas on this host, as its ``config:on_change`` says.
+
+    name
+        The service (from pillar).
+
+    rolling
+        One replica at a time, each waiting to be healthy before the next
+        (default). ``rolling=False`` restarts all at once. Services with
+        ``on_change: signal:SIG`` get the signal instead; ``none`` does nothing.
+
+    test
+        Report what would be restarted and touch nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.restart web
+        salt '*' dockerops.restart web rolling=False
+    """
+    spec = _spec.load_service(__pillar__, name)
+    result = _converge.restart_service(_docker(), spec, rolling=rolling, test=_test(test))
+    if result.result is False:
+        __context__["retcode"] = 1
+    return {"result": result.result, "comment": result.comment, "changes": result.changes}
 
 
 def remove(name, test=None):

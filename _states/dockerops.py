@@ -3,9 +3,17 @@ Keep Docker services from pillar running on this minion.
 
 .. code-block:: yaml
 
+    dockerops-service-web-config-managed:
+      dockerops.config_managed:
+        - name: web
+
     dockerops-service-web-running:
       dockerops.running:
         - name: web
+        - require:
+          - dockerops: dockerops-service-web-config-managed
+        - watch:
+          - file: /srv/dockerops/web/extra.pem
 
     dockerops-service-old-absent:
       dockerops.absent:
@@ -17,8 +25,11 @@ try:
 
     HAS_LIB = hasattr(_lib, "__path__")
     if HAS_LIB:
+        from dockerops import config as _config
         from dockerops import converge as _converge
         from dockerops import host as _host
+        from dockerops import records as _records
+        from dockerops import render as _render
         from dockerops import spec as _spec
 except ImportError:
     HAS_LIB = False
@@ -34,10 +45,18 @@ def __virtual__():
     return __virtualname__
 
 
-def _shape(ret, result):
-    ret["changes"] = result.changes
-    ret["comment"] = result.comment
-    ret["result"] = result.result
+def _touched_key(name):
+    return f"dockerops.touched.{name}"
+
+
+def _spec_of(name, overrides):
+    overrides = {k: v for k, v in overrides.items() if not k.startswith("__")}
+    return _spec.load_service(__pillar__, name, overrides)
+
+
+def _fail(ret, err):
+    ret["result"] = False
+    ret["comment"] = str(err)
     return ret
 
 
@@ -52,9 +71,15 @@ def running(name, **overrides):
         Any service field (``tag``, ``replicas``, ``env``...) given here is laid
         over the pillar declaration.
 
-    Replicas missing are created, replicas whose inputs changed (image, command,
-    env, ports, labels, restart policy) are recreated, extra replicas are removed;
-    nothing else is touched.
+    Replicas missing are created; replicas whose inputs changed (image, command,
+    env, secrets, ports, mounts, config version, logging, restart policy,
+    healthcheck) are recreated one at a time, each waiting to be healthy, and
+    put back as they were if one is not; extra replicas are removed. A config
+    change follows the service's ``config:on_change``. Nothing else is touched.
+
+    With ``watch``, a change in a watched state restarts the replicas per
+    ``config:on_change`` (rolling, restart, signal, none), except those this
+    run has just created.
 
     .. code-block:: yaml
 
@@ -64,17 +89,74 @@ def running(name, **overrides):
             - tag: "1.1"
     """
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
-    overrides = {k: v for k, v in overrides.items() if not k.startswith("__")}
     try:
-        spec = _spec.load_service(__pillar__, name, overrides)
+        spec = _spec_of(name, overrides)
+        rendered = _render.render_service_config(spec, __salt__, __env__)
         result = _converge.converge(
-            _host.minion_host(__opts__, __context__), spec, test=__opts__["test"]
+            _host.minion_host(__opts__, __context__),
+            spec,
+            rendered,
+            state_dir=_records.state_dir(__opts__),
+            test=__opts__["test"],
         )
     except (CommandExecutionError, SaltInvocationError) as err:
-        ret["result"] = False
-        ret["comment"] = str(err)
-        return ret
-    return _shape(ret, result)
+        return _fail(ret, err)
+    __context__.setdefault(_touched_key(name), set()).update(result.touched)
+    ret["changes"] = result.changes
+    ret["comment"] = result.comment
+    ret["result"] = result.result
+    return ret
+
+
+def config_managed(name, **overrides):
+    """
+    Render service ``name``'s config directory on the host (no container touched).
+
+    Files from ``config:files`` are rendered (inline ``contents`` or a
+    ``salt://`` ``source``, optionally a jinja ``template``) and written as an
+    immutable version directory named by its content hash; ``..data`` then
+    points at it. Changes show each file's diff (masked for secrets, withheld
+    for files with ``show_diff: false``). Old versions are pruned, keeping
+    ``config:keep`` and every version a container still mounts.
+
+    .. code-block:: yaml
+
+        dockerops-service-web-config-managed:
+          dockerops.config_managed:
+            - name: web
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    try:
+        spec = _spec_of(name, overrides)
+        if spec.config is None:
+            ret["comment"] = f"Service {name} has no config directory"
+            return ret
+        rendered = _render.render_service_config(spec, __salt__, __env__)
+        store = _config.ConfigStore(spec.config_root)
+        current = store.current()
+        if current == rendered.version and store.has(rendered.version):
+            ret["comment"] = f"Config of {name} is at version {current}"
+            return ret
+        ret["changes"] = {
+            "version": {"old": current, "new": rendered.version},
+            "files": store.diff(rendered, spec.secret_values),
+        }
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"Config of {name} would move to version {rendered.version}"
+            return ret
+        store.write(rendered)
+        store.activate(rendered.version)
+        in_use = {
+            c.config_version
+            for c in _host.minion_host(__opts__, __context__).managed(name)
+            if c.config_version
+        }
+        store.prune(spec.config.keep, in_use)
+    except (CommandExecutionError, SaltInvocationError) as err:
+        return _fail(ret, err)
+    ret["comment"] = f"Config of {name} is now version {rendered.version}"
+    return ret
 
 
 def absent(name):
@@ -93,10 +175,41 @@ def absent(name):
             _host.minion_host(__opts__, __context__), name, test=__opts__["test"]
         )
     except (CommandExecutionError, SaltInvocationError) as err:
-        ret["result"] = False
-        ret["comment"] = str(err)
-        return ret
-    _shape(ret, result)
+        return _fail(ret, err)
+    ret["changes"] = result.changes
+    ret["comment"] = result.comment
+    ret["result"] = result.result
     if not result.actions:
         ret["comment"] = f"Service {name} has no containers on this host"
+    return ret
+
+
+def mod_watch(name, sfun=None, **kwargs):
+    """
+    Restart service ``name`` when a watched state changed (see ``running``).
+
+    Follows ``config:on_change``: ``rolling`` restarts one replica at a time,
+    each health-gated; ``restart`` all at once; ``signal:SIG`` sends the signal;
+    ``none`` does nothing. Replicas created by this run are not restarted again.
+    """
+    ret = {"name": name, "result": True, "changes": {}, "comment": ""}
+    if sfun != "running":
+        ret["comment"] = f"dockerops.{sfun} does nothing on watch"
+        return ret
+    try:
+        spec = _spec_of(name, kwargs)
+        result = _converge.restart_service(
+            _host.minion_host(__opts__, __context__),
+            spec,
+            rolling=True,
+            exclude=__context__.get(_touched_key(name), set()),
+            test=__opts__["test"],
+        )
+    except (CommandExecutionError, SaltInvocationError) as err:
+        return _fail(ret, err)
+    ret["changes"] = result.changes
+    ret["result"] = result.result
+    ret["comment"] = (
+        result.comment if result.errors else f"Service {name}: " + "; ".join(result.steps)
+    )
     return ret

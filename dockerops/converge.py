@@ -1,15 +1,29 @@
-"""Converge one host's containers to the specs: plan, then act, then verify."""
+"""Converge one host's containers to a service spec: plan, act, verify.
+
+Replicas are replaced one at a time, each gated by health (see
+:meth:`dockerops.host.DockerHost.wait_healthy`); when one fails, the replicas
+already replaced go back to exactly the containers they were (from their
+``inspect``), the config directory goes back to its previous version, and the
+result is a failure that says what happened. Only a config change on a service
+with ``on_change: restart`` replaces all its replicas at once.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import ConfigStore, RenderedConfig, redact
 from .errors import DockerError
 from .host import DockerHost
 from .plan import Action, plan_service
-from .replicas import desired_replicas
+from .records import DEFAULT_STATE_DIR, ServiceRecord
+from .replicas import ActualReplica, desired_replicas
 from .spec import ServiceSpec
+
+
+class RolloutFailed(DockerError):
+    """A replaced replica did not become healthy (details in the message)."""
 
 
 @dataclass
@@ -19,61 +33,225 @@ class ServiceResult:
     service: str
     replicas: int
     actions: list[Action]
+    config_changes: dict[str, Any] = field(default_factory=dict)
     result: bool | None = True
     errors: list[str] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    # Containers created or signalled by this run (a watch must not restart them again).
+    touched: set[str] = field(default_factory=set)
+    # Per-replica changes that are not container actions (restarts, signals).
+    extra_changes: dict[str, Any] = field(default_factory=dict)
+    # The config version replaced replicas ran before this run changed it.
+    previous_config: str | None = None
 
     @property
     def changes(self) -> dict[str, Any]:
-        return {action.name: action.describe() for action in self.actions}
+        out: dict[str, Any] = {action.name: action.describe() for action in self.actions}
+        out.update(self.extra_changes)
+        if self.config_changes:
+            out["config"] = self.config_changes
+        if self.rolled_back:
+            out["rolled_back"] = list(self.rolled_back)
+        return out
 
     @property
     def comment(self) -> str:
         if self.errors:
-            return f"Service {self.service} failed: " + "; ".join(self.errors)
-        if not self.actions:
+            text = f"Service {self.service} failed: " + "; ".join(self.errors)
+            return text + (" (" + "; ".join(self.steps) + ")" if self.steps else "")
+        if not self.actions and not self.config_changes and not self.extra_changes:
             return f"Service {self.service} is in the desired state ({self.replicas} replicas)"
-        verbs = ", ".join(f"{a.kind} {a.name}" for a in self.actions)
+        verbs = [f"{a.kind} {a.name}" for a in self.actions]
+        if self.config_changes:
+            verbs.insert(0, f"config version {self.config_changes['version']['new']}")
         if self.result is None:
-            return f"Service {self.service} would change: {verbs}"
-        return f"Service {self.service} converged: {verbs}"
+            return f"Service {self.service} would change: " + ", ".join(verbs)
+        return f"Service {self.service} converged: " + "; ".join(self.steps or verbs)
 
 
-def plan(host: DockerHost, spec: ServiceSpec) -> list[Action]:
-    """The actions that would converge ``spec`` on ``host`` (reads only)."""
-    return plan_service(desired_replicas(spec), host.managed(spec.name))
+def _store(spec: ServiceSpec) -> ConfigStore | None:
+    return ConfigStore(spec.config_root) if spec.config_root else None
 
 
-def converge(host: DockerHost, spec: ServiceSpec, test: bool = False) -> ServiceResult:
-    """Make ``host`` run ``spec``. Under ``test`` nothing is touched.
+def plan(
+    host: DockerHost,
+    spec: ServiceSpec,
+    config_version: str | None = None,
+    state_dir: str = DEFAULT_STATE_DIR,
+) -> list[Action]:
+    """The container actions that would converge ``spec`` on ``host`` (reads only)."""
+    signal = spec.config.signal if spec.config else None
+    seen = ServiceRecord(state_dir, spec.name).config_seen() if signal else {}
+    return plan_service(
+        desired_replicas(spec, config_version), host.managed(spec.name), seen, signal
+    )
 
-    Actions run one at a time; on the first failure the rest are skipped and the
-    result says what was done and what failed.
-    """
-    actions = plan(host, spec)
+
+def converge(
+    host: DockerHost,
+    spec: ServiceSpec,
+    rendered: RenderedConfig | None = None,
+    state_dir: str = DEFAULT_STATE_DIR,
+    test: bool = False,
+) -> ServiceResult:
+    """Make ``host`` run ``spec`` (with ``rendered`` config). Under ``test`` touch nothing."""
+    if spec.config is not None and rendered is None:
+        raise ValueError(f"service {spec.name} has a config directory: pass its rendering")
+    version = rendered.version if rendered else None
+    store = _store(spec)
+    actions = plan(host, spec, version, state_dir)
     outcome = ServiceResult(spec.name, spec.replicas, actions)
-    if not actions:
+    if store is not None and rendered is not None:
+        current = store.current()
+        if current != rendered.version or not store.has(rendered.version):
+            outcome.config_changes = {
+                "version": {"old": current, "new": rendered.version},
+                "files": store.diff(rendered, spec.secret_values),
+            }
+    if not actions and not outcome.config_changes:
         return outcome
     if test:
         outcome.result = None
         return outcome
-    done: list[Action] = []
-    for action in actions:
-        try:
-            _execute(host, action)
-        except DockerError as err:
-            outcome.errors.append(str(err))
-            outcome.result = False
-            break
-        done.append(action)
-    outcome.actions = done if outcome.errors else actions
-    if not outcome.errors:
-        left = plan(host, spec)
+
+    previous_version = store.current() if store else None
+    try:
+        if store is not None and rendered is not None:
+            store.write(rendered)
+            store.activate(rendered.version)
+        _execute(host, spec, actions, outcome)
+    except DockerError as err:
+        outcome.result = False
+        outcome.errors.append(redact(str(err), spec.secret_values))
+        back_to = outcome.previous_config or previous_version
+        if store is not None and back_to and outcome.rolled_back and store.has(back_to):
+            store.activate(back_to)
+            outcome.steps.append(f"config back to version {back_to}")
+    finally:
+        _remember(host, spec, store, state_dir, outcome)
+    if outcome.result is not False:
+        left = plan(host, spec, version, state_dir)
         if left:
             outcome.result = False
             outcome.errors.append(
                 "still differs after converging: " + ", ".join(f"{a.kind} {a.name}" for a in left)
             )
     return outcome
+
+
+def _execute(
+    host: DockerHost, spec: ServiceSpec, actions: list[Action], outcome: ServiceResult
+) -> None:
+    timeout, settle = spec.update.health_timeout, spec.update.min_healthy_time
+    for action in (a for a in actions if a.kind == "remove"):
+        assert action.actual is not None
+        host.remove(action.actual.id, action.name)
+        outcome.steps.append(f"removed {action.name}")
+
+    fresh: list[tuple[str, str]] = []
+    for action in (a for a in actions if a.kind in ("start", "create")):
+        if action.kind == "start":
+            assert action.actual is not None
+            host.start(action.actual.id, action.name)
+            fresh.append((action.actual.id, action.name))
+        else:
+            assert action.desired is not None
+            fresh.append((host.create(action.desired), action.name))
+    # New replicas replace nothing, so they start together; each must come up.
+    for container_id, name in fresh:
+        outcome.touched.add(container_id)
+        report = host.wait_healthy(container_id, name, timeout, settle)
+        if not report.healthy:
+            raise RolloutFailed(report.reason)
+        outcome.steps.append(f"started {name} (healthy in {report.seconds:.1f}s)")
+
+    recreates = [a for a in actions if a.kind == "recreate"]
+    if recreates:
+        all_at_once = (
+            spec.config is not None
+            and spec.config.on_change == "restart"
+            and all(set(a.changed) == {"config"} for a in recreates)
+        )
+        batches = [recreates] if all_at_once else [[a] for a in recreates]
+        replaced: list[tuple[Action, dict[str, Any], str]] = []
+        for batch in batches:
+            started = []
+            for action in batch:
+                assert action.actual is not None and action.desired is not None
+                if "config" in action.changed and outcome.previous_config is None:
+                    outcome.previous_config = action.actual.config_version or None
+                before = host.inspect(action.actual.id)
+                host.remove(action.actual.id, action.name)
+                new_id = host.create(action.desired)
+                outcome.touched.add(new_id)
+                replaced.append((action, before, new_id))
+                started.append((action, new_id))
+            for action, new_id in started:
+                report = host.wait_healthy(new_id, action.name, timeout, settle)
+                if not report.healthy:
+                    if spec.update.rollback:
+                        _rollback(host, spec, replaced, outcome)
+                    raise RolloutFailed(report.reason)
+                why = ", ".join(action.changed)
+                outcome.steps.append(
+                    f"recreated {action.name} ({why}; healthy in {report.seconds:.1f}s)"
+                )
+
+    for action in (a for a in actions if a.kind == "signal"):
+        assert action.actual is not None and action.signal is not None
+        host.signal(action.actual.id, action.name, action.signal)
+        outcome.touched.add(action.actual.id)
+        outcome.steps.append(f"sent {action.signal} to {action.name}")
+
+
+def _rollback(
+    host: DockerHost,
+    spec: ServiceSpec,
+    replaced: list[tuple[Action, dict[str, Any], str]],
+    outcome: ServiceResult,
+) -> None:
+    """Put every replaced replica back as it was, newest first, each health-gated."""
+    for action, before, new_id in reversed(replaced):
+        host.remove(new_id, action.name)
+        try:
+            old_id = host.recreate_from(before)
+        except DockerError as err:
+            outcome.steps.append(f"rollback of {action.name} failed: {err}")
+            continue
+        report = host.wait_healthy(
+            old_id, action.name, spec.update.health_timeout, spec.update.min_healthy_time
+        )
+        outcome.rolled_back.append(action.name)
+        state = "healthy" if report.healthy else f"NOT healthy: {report.reason}"
+        outcome.steps.append(f"rolled back {action.name} ({state})")
+    outcome.rolled_back.sort()
+
+
+def _remember(
+    host: DockerHost,
+    spec: ServiceSpec,
+    store: ConfigStore | None,
+    state_dir: str,
+    outcome: ServiceResult,
+) -> None:
+    """Record which config version live replicas loaded; prune unused versions."""
+    if store is None or spec.config is None:
+        return
+    containers = host.managed(spec.name)
+    if spec.config.live:
+        record = ServiceRecord(state_dir, spec.name)
+        old = record.config_seen()
+        current = store.current() or ""
+        seen = {}
+        for container in containers:
+            if container.id in outcome.touched:
+                seen[container.id] = current
+            elif container.id in old:
+                seen[container.id] = old[container.id]
+        record.set_config_seen(seen)
+    in_use = {c.config_version for c in containers if c.config_version}
+    store.prune(spec.config.keep, in_use)
 
 
 def remove_service(host: DockerHost, service: str, test: bool = False) -> ServiceResult:
@@ -83,25 +261,64 @@ def remove_service(host: DockerHost, service: str, test: bool = False) -> Servic
     if test:
         return outcome
     for action in actions:
+        assert action.actual is not None
         try:
-            _execute(host, action)
+            host.remove(action.actual.id, action.name)
         except DockerError as err:
             outcome.errors.append(str(err))
             outcome.result = False
     return outcome
 
 
-def _execute(host: DockerHost, action: Action) -> None:
-    if action.kind == "remove":
-        assert action.actual is not None
-        host.remove(action.actual.id, action.name)
-    elif action.kind == "create":
-        assert action.desired is not None
-        host.create(action.desired)
-    elif action.kind == "recreate":
-        assert action.desired is not None and action.actual is not None
-        host.remove(action.actual.id, action.name)
-        host.create(action.desired)
-    elif action.kind == "start":
-        assert action.actual is not None
-        host.start(action.actual.id, action.name)
+def restart_service(
+    host: DockerHost,
+    spec: ServiceSpec,
+    rolling: bool = True,
+    exclude: set[str] | None = None,
+    test: bool = False,
+) -> ServiceResult:
+    """Restart a service's running replicas as its ``on_change`` says.
+
+    ``signal:*`` sends the signal, ``none`` does nothing, ``restart`` (or
+    ``rolling=False``) restarts all at once, ``rolling`` one at a time, each
+    health-gated. Containers in ``exclude`` (already fresh) are skipped.
+    """
+    policy = spec.config.on_change if spec.config else "rolling"
+    running: list[ActualReplica] = sorted(
+        (c for c in host.managed(spec.name) if c.state == "running"),
+        key=lambda c: c.index or 0,
+    )
+    targets = [c for c in running if c.id not in (exclude or set())]
+    outcome = ServiceResult(spec.name, spec.replicas, [])
+    if policy == "none" or not targets:
+        outcome.steps.append("nothing to restart")
+        return outcome
+    signal = policy.split(":", 1)[1] if policy.startswith("signal:") else None
+    verb = "signaled" if signal else "restarted"
+    outcome.extra_changes = {c.name: {verb: signal or True} for c in targets}
+    outcome.result = None if test else True
+    outcome.steps = [f"{verb} {c.name}" for c in targets]
+    if test:
+        return outcome
+    timeout, settle = spec.update.health_timeout, spec.update.min_healthy_time
+    try:
+        if signal:
+            for container in targets:
+                host.signal(container.id, container.name, signal)
+        elif policy == "restart" or not rolling:
+            for container in targets:
+                host.restart(container.id, container.name)
+            for container in targets:
+                report = host.wait_healthy(container.id, container.name, timeout, settle)
+                if not report.healthy:
+                    raise RolloutFailed(report.reason)
+        else:
+            for container in targets:
+                host.restart(container.id, container.name)
+                report = host.wait_healthy(container.id, container.name, timeout, settle)
+                if not report.healthy:
+                    raise RolloutFailed(report.reason)
+    except DockerError as err:
+        outcome.result = False
+        outcome.errors.append(redact(str(err), spec.secret_values))
+    return outcome

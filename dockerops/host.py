@@ -6,9 +6,13 @@ naming the service and replica concerned.
 
 from __future__ import annotations
 
+import os
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import docker
+from docker.types import LogConfig
 
 from .client import docker_client, translate_errors
 from .errors import NotFound
@@ -63,9 +67,19 @@ class DockerHost:
             binding = (port.host_ip, port.host_port) if port.host_port else (port.host_ip,)
             port_bindings.setdefault(port.key, []).append(binding)
         name, _, count = replica.restart_policy.partition(":")
+        for mount in replica.mounts:
+            if not mount.read_only:
+                # Data directories are created by us (not by dockerd as root-owned
+                # surprises), and only inside the allow-listed roots.
+                os.makedirs(mount.host, exist_ok=True)
         host_config = self.api.create_host_config(
             port_bindings=port_bindings or None,
             restart_policy={"Name": name, "MaximumRetryCount": int(count or 0)},
+            binds=[
+                f"{m.host}:{m.container}:{'ro' if m.read_only else 'rw'}" for m in replica.mounts
+            ]
+            or None,
+            log_config=LogConfig(type=replica.log_driver, config=dict(replica.log_options)),
         )
         with translate_errors(f"creating {doing}"):
             created = self.api.create_container(
@@ -76,6 +90,7 @@ class DockerHost:
                 ports=[(p.container, p.protocol) for p in replica.ports] or None,
                 labels=replica.docker_labels(),
                 host_config=host_config,
+                healthcheck=replica.docker_healthcheck(),
                 detach=True,
             )
         container_id = str(created["Id"])
@@ -87,6 +102,97 @@ class DockerHost:
             self.remove(container_id, replica.name)
             raise
         return container_id
+
+    def recreate_from(self, details: dict[str, Any]) -> str:
+        """Create and start a container again from an earlier ``inspect``.
+
+        Used to put back a replica exactly as it was (rollback): same image,
+        command, env, labels, mounts, ports, restart policy, logging and
+        healthcheck.
+        """
+        config = details["Config"]
+        name = str(details["Name"]).lstrip("/")
+        host_config = dict(details["HostConfig"])
+        body = {
+            "Image": config["Image"],
+            "Cmd": config.get("Cmd"),
+            "Entrypoint": config.get("Entrypoint"),
+            "Env": config.get("Env"),
+            "Labels": config.get("Labels"),
+            "ExposedPorts": config.get("ExposedPorts"),
+            "Healthcheck": config.get("Healthcheck"),
+            "WorkingDir": config.get("WorkingDir"),
+            "User": config.get("User"),
+            "StopSignal": config.get("StopSignal"),
+            "HostConfig": host_config,
+        }
+        with translate_errors(f"re-creating {name}"):
+            created = self.api.create_container_from_config(body, name=name)
+        container_id = str(created["Id"])
+        try:
+            with translate_errors(f"starting {name}"):
+                self.api.start(container_id)
+        except Exception:
+            self.remove(container_id, name)
+            raise
+        return container_id
+
+    def restart(self, container_id: str, name: str) -> None:
+        with translate_errors(f"restarting {name}"):
+            self.api.restart(container_id, timeout=STOP_TIMEOUT)
+
+    def signal(self, container_id: str, name: str, signal: str) -> None:
+        with translate_errors(f"sending {signal} to {name}"):
+            self.api.kill(container_id, signal=signal)
+
+    def wait_healthy(
+        self,
+        container_id: str,
+        name: str,
+        timeout: float,
+        min_healthy_time: float = 0.0,
+        poll: float = 0.2,
+    ) -> HealthReport:
+        """Wait until the container counts as healthy, or say why it does not.
+
+        Healthy means: Docker reports ``healthy`` (the image's HEALTHCHECK or the
+        spec's), or, without a healthcheck, running; then it stays so, without a
+        restart, for ``min_healthy_time`` (at least a second without a
+        healthcheck, so an instant crash is not taken for success).
+        """
+        started = time.monotonic()
+        deadline = started + timeout
+        first = self.inspect(container_id)
+        restarts = int(first.get("RestartCount") or 0)
+        has_check = _has_healthcheck(first)
+        settle = min_healthy_time if has_check else max(min_healthy_time, 1.0)
+        healthy_since: float | None = None
+        while True:
+            details = self.inspect(container_id)
+            state = details.get("State") or {}
+            now = time.monotonic()
+            if int(details.get("RestartCount") or 0) > restarts or state.get("Restarting"):
+                return HealthReport(False, f"{name} restarted (crash loop)", now - started)
+            if state.get("Status") in ("exited", "dead"):
+                return HealthReport(
+                    False, f"{name} exited with code {state.get('ExitCode')}", now - started
+                )
+            health = (state.get("Health") or {}).get("Status") if has_check else None
+            if has_check and health == "unhealthy":
+                return HealthReport(False, f"{name} became unhealthy", now - started)
+            ok = state.get("Status") == "running" and (not has_check or health == "healthy")
+            if ok:
+                healthy_since = healthy_since if healthy_since is not None else now
+                if now - healthy_since >= settle:
+                    return HealthReport(True, f"{name} healthy", now - started)
+            elif healthy_since is not None:
+                return HealthReport(False, f"{name} stopped being healthy", now - started)
+            if now > deadline:
+                what = f"health: {health}" if has_check else f"state: {state.get('Status')}"
+                return HealthReport(
+                    False, f"{name} not healthy within {timeout:g}s ({what})", now - started
+                )
+            time.sleep(poll)
 
     def start(self, container_id: str, name: str) -> None:
         with translate_errors(f"starting {name}"):
@@ -101,6 +207,18 @@ class DockerHost:
                 self.api.remove_container(container_id, force=True)
         except NotFound:
             return
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    healthy: bool
+    reason: str
+    seconds: float
+
+
+def _has_healthcheck(details: dict[str, Any]) -> bool:
+    test = ((details.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+    return bool(test) and test[0] != "NONE"
 
 
 def minion_host(opts: Any, context: Any = None) -> DockerHost:

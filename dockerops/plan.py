@@ -10,7 +10,7 @@ from typing import Literal
 
 from .replicas import ActualReplica, DesiredReplica
 
-ActionKind = Literal["create", "recreate", "start", "remove"]
+ActionKind = Literal["create", "recreate", "start", "remove", "signal"]
 
 # States in which a container needs no action from us. "restarting" is
 # Docker's restart policy at work; a crash loop is for status to report, not for
@@ -26,6 +26,8 @@ class Action:
     desired: DesiredReplica | None = None
     actual: ActualReplica | None = None
     changed: tuple[str, ...] = ()
+    signal: str | None = None
+    seen_version: str | None = None
 
     def describe(self) -> dict[str, object]:
         """The ``changes`` entry for this action (never any env value)."""
@@ -39,16 +41,34 @@ class Action:
             assert self.actual is not None
             return {"started": {"old": self.actual.state, "new": "running"}}
         assert self.desired is not None and self.actual is not None
+        if self.kind == "signal":
+            return {
+                "signaled": self.signal,
+                "config_version": {"old": self.seen_version, "new": self.desired.config_version},
+            }
         out: dict[str, object] = {"recreated": {"changed": list(self.changed)}}
         if "image" in self.changed:
             out["image"] = {"old": self.actual.image, "new": self.desired.image}
+        if "config" in self.changed and self.desired.config_version:
+            out["config_version"] = {
+                "old": self.actual.config_version or None,
+                "new": self.desired.config_version,
+            }
         return out
 
 
-def plan_service(desired: list[DesiredReplica], actual: list[ActualReplica]) -> list[Action]:
+def plan_service(
+    desired: list[DesiredReplica],
+    actual: list[ActualReplica],
+    seen: dict[str, str] | None = None,
+    signal: str | None = None,
+) -> list[Action]:
     """Actions that make ``actual`` (one service's containers) match ``desired``.
 
     Removals come first (they free names and ports), then replicas in order.
+    ``seen`` maps container ids to the config version each last loaded (for
+    services whose config is live-mounted); with ``signal``, replicas that have
+    not seen the desired version are sent it.
     """
     wanted = {replica.index: replica for replica in desired}
     by_index: dict[int, ActualReplica] = {}
@@ -76,4 +96,18 @@ def plan_service(desired: list[DesiredReplica], actual: list[ActualReplica]) -> 
             )
         elif current.state not in _LIVE_STATES:
             actions.append(Action("start", replica.name, index, replica, current))
+        elif signal and replica.config_live and current.state == "running":
+            loaded = (seen or {}).get(current.id) or current.config_version
+            if loaded != replica.config_version:
+                actions.append(
+                    Action(
+                        "signal",
+                        replica.name,
+                        index,
+                        replica,
+                        current,
+                        signal=signal,
+                        seen_version=loaded or None,
+                    )
+                )
     return actions

@@ -23,6 +23,8 @@ LABEL_REPLICA = f"{LABEL_PREFIX}.replica"
 LABEL_ENVIRONMENT = f"{LABEL_PREFIX}.environment"
 LABEL_IMAGE = f"{LABEL_PREFIX}.image"
 LABEL_SPEC_HASH = f"{LABEL_PREFIX}.spec-hash"
+# The config version the container was created with (see dockerops.config).
+LABEL_CONFIG_VERSION = f"{LABEL_PREFIX}.config-version"
 # Per-input hashes, so a recreate can say *what* changed without an inspect.
 LABEL_INPUTS = f"{LABEL_PREFIX}.inputs"
 
@@ -42,6 +44,13 @@ class PublishedPort:
 
 
 @dataclass(frozen=True)
+class Mount:
+    host: str
+    container: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
 class DesiredReplica:
     """One container as it should be."""
 
@@ -57,6 +66,12 @@ class DesiredReplica:
     restart_policy: str
     inputs: tuple[tuple[str, str], ...]
     spec_hash: str
+    mounts: tuple[Mount, ...] = ()
+    log_driver: str = "json-file"
+    log_options: tuple[tuple[str, str], ...] = ()
+    healthcheck: tuple[tuple[str, Any], ...] | None = None
+    config_version: str | None = None
+    config_live: bool = False
 
     def docker_labels(self) -> dict[str, str]:
         labels = dict(self.labels)
@@ -70,7 +85,12 @@ class DesiredReplica:
                 LABEL_INPUTS: json.dumps(dict(self.inputs), sort_keys=True, separators=(",", ":")),
             }
         )
+        if self.config_version:
+            labels[LABEL_CONFIG_VERSION] = self.config_version
         return labels
+
+    def docker_healthcheck(self) -> dict[str, Any] | None:
+        return dict(self.healthcheck) if self.healthcheck else None
 
 
 @dataclass(frozen=True)
@@ -87,6 +107,7 @@ class ActualReplica:
     state: str = "unknown"
     status: str = ""
     environment: str = ""
+    config_version: str = ""
 
     @property
     def health(self) -> str | None:
@@ -106,8 +127,44 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def desired_replicas(spec: ServiceSpec) -> list[DesiredReplica]:
-    """The containers ``spec`` asks for on this host, replica 1..N."""
+def _nanoseconds(seconds: float) -> int:
+    return round(seconds * 1e9)
+
+
+def desired_replicas(spec: ServiceSpec, config_version: str | None = None) -> list[DesiredReplica]:
+    """The containers ``spec`` asks for on this host, replica 1..N.
+
+    ``config_version`` is the version of the service's config directory the
+    replicas should run (see :mod:`dockerops.config`).
+    """
+    env = tuple(sorted(spec.all_env.items()))
+    labels = tuple(sorted({**spec.labels, LABEL_ENVIRONMENT: spec.environment}.items()))
+    command = tuple(spec.command) if spec.command is not None else None
+    mounts = [Mount(d.host, d.container, d.read_only) for d in spec.data]
+    config_input: Any = None
+    if spec.config is not None:
+        root = spec.config_root
+        assert root is not None
+        if spec.config.live:
+            # The live view: new versions reach the replica through ..data.
+            mounts.append(Mount(root, spec.config.path, True))
+            config_input = ["live", root, spec.config.path]
+        else:
+            if config_version is None:
+                raise ValueError(f"service {spec.name}: the config version is not known")
+            mounts.append(Mount(f"{root}/..{config_version}", spec.config.path, True))
+            config_input = ["pinned", root, spec.config.path, config_version]
+    healthcheck = None
+    if spec.healthcheck is not None:
+        check = spec.healthcheck
+        healthcheck = (
+            ("interval", _nanoseconds(check.interval)),
+            ("retries", check.retries),
+            ("start_period", _nanoseconds(check.start_period)),
+            ("test", check.docker_test),
+            ("timeout", _nanoseconds(check.timeout)),
+        )
+    log_options = tuple(sorted(spec.logging.effective_options.items()))
     out = []
     for index in range(1, spec.replicas + 1):
         ports = tuple(
@@ -119,18 +176,27 @@ def desired_replicas(spec: ServiceSpec) -> list[DesiredReplica]:
             )
             for port in spec.ports
         )
-        env = tuple(sorted(spec.env.items()))
-        labels = tuple(sorted({**spec.labels, LABEL_ENVIRONMENT: spec.environment}.items()))
-        command = tuple(spec.command) if spec.command is not None else None
         # Each input that forces a recreate when it changes, hashed on its own.
         inputs = {
             "image": _digest(spec.image_ref),
             "command": _digest(command),
-            "env": _digest(env),
+            "env": _digest(sorted(spec.env.items())),
             "ports": _digest([p.__dict__ for p in ports]),
             "labels": _digest(labels),
             "restart_policy": _digest(spec.restart_policy),
         }
+        # Inputs that did not exist in earlier releases are only hashed when
+        # set, so adding them never changes the hash of existing containers.
+        optional = {
+            "secrets": sorted(spec.secrets.items()) or None,
+            "mounts": [m.__dict__ for m in mounts if m.container != _config_path(spec)] or None,
+            "config": config_input,
+            "logging": [spec.logging.driver, log_options],
+            "healthcheck": [list(pair) for pair in healthcheck] if healthcheck else None,
+        }
+        for key, value in optional.items():
+            if value is not None:
+                inputs[key] = _digest(value)
         out.append(
             DesiredReplica(
                 service=spec.name,
@@ -144,9 +210,19 @@ def desired_replicas(spec: ServiceSpec) -> list[DesiredReplica]:
                 restart_policy=spec.restart_policy,
                 inputs=tuple(sorted(inputs.items())),
                 spec_hash=_digest(inputs),
+                mounts=tuple(mounts),
+                log_driver=spec.logging.driver,
+                log_options=log_options,
+                healthcheck=healthcheck,
+                config_version=config_version if spec.config is not None else None,
+                config_live=bool(spec.config and spec.config.live),
             )
         )
     return out
+
+
+def _config_path(spec: ServiceSpec) -> str | None:
+    return spec.config.path if spec.config is not None else None
 
 
 def actual_from_list_entry(entry: dict[str, Any]) -> ActualReplica:
@@ -172,4 +248,5 @@ def actual_from_list_entry(entry: dict[str, Any]) -> ActualReplica:
         state=str(entry.get("State", "unknown")),
         status=str(entry.get("Status", "")),
         environment=str(labels.get(LABEL_ENVIRONMENT, "")),
+        config_version=str(labels.get(LABEL_CONFIG_VERSION, "")),
     )

@@ -14,25 +14,45 @@ Pillar layout::
           ports:
             - {container: 8080, host: 8081, host_ip: 127.0.0.1}
 
+          secrets: {DB_PASSWORD: ...}      # env never shown anywhere
+          config:
+            path: /etc/web                 # read-only in the container
+            on_change: rolling             # restart | signal:SIGHUP | none
+            files:
+              web.conf: {source: salt://web/web.conf.jinja, template: jinja}
+              motd: {contents: "hello"}
+          data:
+            - {host: /srv/dockerops/web/data, container: /data}
+          logging: {driver: json-file, options: {max-size: 10m}}
+          healthcheck: {test: "wget -q -O- http://127.0.0.1:8080/health", interval: 2s}
+          update: {health_timeout: 60s, min_healthy_time: 5s}
+
 Every problem is reported with its pillar path (``dockerops:services:web:replicas``)
-and the offending value, all at once, before anything is touched.
+and the offending value, all at once, before anything is touched. Values of
+``env`` and ``secrets`` are never echoed.
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
+import posixpath
 import re
+import signal
 from collections.abc import Mapping
 from ipaddress import ip_address
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from .errors import SpecError
@@ -52,7 +72,56 @@ RESTART_RE = re.compile(r"^(no|always|unless-stopped|on-failure(:[1-9][0-9]*)?)$
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 # Fields whose values are never shown in an error (they may hold credentials).
-_HIDDEN_VALUES = {"env"}
+_HIDDEN_VALUES = {"env", "secrets"}
+DEFAULT_ALLOWED_HOST_PATHS = ("/srv/dockerops", "/var/log/dockerops")
+DEFAULT_CONFIG_ROOT = "/srv/dockerops/{service}/config"
+# Bounded by default: json-file grows without limit otherwise (moby#40207).
+DEFAULT_LOG_OPTIONS = {"json-file": {"max-size": "10m", "max-file": "3"}, "local": {}}
+_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``1.5``, ``"500ms"``, ``"2s"``, ``"1m"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 2s, 500ms or 1m")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    match = _DURATION_RE.match(str(value).strip())
+    if not match:
+        raise ValueError("expected a duration such as 2s, 500ms or 1m")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def _host_path(value: str, info: ValidationInfo) -> str:
+    """An absolute, normalised host path inside ``allowed_host_paths``."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError("host paths must be absolute")
+    if "\0" in value:
+        raise ValueError("host paths cannot contain NUL")
+    normal = posixpath.normpath(value)
+    allowed = list((info.context or {}).get("allowed_host_paths") or DEFAULT_ALLOWED_HOST_PATHS)
+    if not _under(normal, [posixpath.normpath(root) for root in allowed]):
+        raise ValueError(f"{normal} is outside dockerops:allowed_host_paths ({', '.join(allowed)})")
+    return normal
+
+
+def _container_path(value: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError("container paths must be absolute")
+    normal = posixpath.normpath(value)
+    if normal == "/":
+        raise ValueError("cannot mount over the container's root")
+    return normal
 
 
 class _Model(BaseModel):
@@ -79,6 +148,172 @@ class PortSpec(_Model):
             raise ValueError("not an IP address") from None
 
 
+class ConfigFile(_Model):
+    """One file of a config directory: inline ``contents`` or a ``source``."""
+
+    contents: str | None = None
+    source: str | None = None
+    template: Literal["jinja"] | None = None
+    mode: str = "0644"
+    owner: str | int | None = None
+    group: str | int | None = None
+    # Like file.managed's show_changes: False keeps a file's diff out of output.
+    show_diff: bool = True
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> str:
+        text = str(value)
+        if not re.match(r"^0?[0-7]{3}$", text):
+            raise ValueError("expected an octal mode such as '0644'")
+        return "0" + text[-3:]
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("salt://"):
+            raise ValueError("sources are salt:// URLs")
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ConfigFile:
+        if (self.contents is None) == (self.source is None):
+            raise ValueError("give exactly one of contents or source")
+        return self
+
+
+def _signal_policy(value: str) -> str:
+    if value in ("rolling", "restart", "none"):
+        return value
+    if value.startswith("signal:"):
+        name = value.split(":", 1)[1].upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        if name not in signal.Signals.__members__:
+            raise ValueError(f"unknown signal {value.split(':', 1)[1]!r}")
+        return f"signal:{name}"
+    raise ValueError("expected rolling, restart, signal:<SIGNAL> or none")
+
+
+class ConfigSpec(_Model):
+    """A directory of files Salt renders on the host, mounted read-only."""
+
+    path: str
+    files: dict[str, ConfigFile]
+    on_change: Annotated[str, AfterValidator(_signal_policy)] = "rolling"
+    root: str | None = None
+    keep: Annotated[int, Field(ge=1, le=50)] = 3
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _container_path(value)
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _host_path(value, info)
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: dict[str, ConfigFile]) -> dict[str, ConfigFile]:
+        if not value:
+            raise ValueError("a config directory needs at least one file")
+        out = {}
+        for name, item in value.items():
+            normal = posixpath.normpath(name) if isinstance(name, str) else ""
+            parts = normal.split("/")
+            if (
+                not isinstance(name, str)
+                or not name
+                or name.startswith("/")
+                or ".." in name.split("/")
+                or normal in (".", "")
+                or any(part.startswith("..") for part in parts)
+                or "\0" in name
+            ):
+                raise ValueError(f"{name!r}: config file names are relative paths without '..'")
+            out[normal] = item
+        names = sorted(out)
+        for first, second in itertools.pairwise(names):
+            if second.startswith(first + "/"):
+                raise ValueError(f"{first!r} is both a file and a directory")
+        return out
+
+    @property
+    def signal(self) -> str | None:
+        return self.on_change.split(":", 1)[1] if self.on_change.startswith("signal:") else None
+
+    @property
+    def live(self) -> bool:
+        """Mounted as the live view (``signal``/``none``) rather than pinned per version."""
+        return self.on_change == "none" or self.signal is not None
+
+
+class DataMount(_Model):
+    """A host directory bind-mounted for persistent data."""
+
+    host: str
+    container: str
+    read_only: bool = False
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str, info: ValidationInfo) -> str:
+        return _host_path(value, info)
+
+    @field_validator("container")
+    @classmethod
+    def _container(cls, value: str) -> str:
+        return _container_path(value)
+
+
+class LoggingSpec(_Model):
+    driver: str = "json-file"
+    options: dict[str, str] = {}
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
+
+    @property
+    def effective_options(self) -> dict[str, str]:
+        return {**DEFAULT_LOG_OPTIONS.get(self.driver, {}), **self.options}
+
+
+class HealthcheckSpec(_Model):
+    """A Docker healthcheck; ``test`` as a string runs with the container's shell."""
+
+    test: list[str] | str
+    interval: Duration = 5.0
+    timeout: Duration = 3.0
+    retries: Annotated[int, Field(ge=1, le=100)] = 3
+    start_period: Duration = 0.0
+
+    @field_validator("interval", "timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value < 0.001:
+            raise ValueError("must be at least 1ms")
+        return value
+
+    @property
+    def docker_test(self) -> list[str]:
+        if isinstance(self.test, str):
+            return ["CMD-SHELL", self.test]
+        return self.test if self.test[:1] in (["CMD"], ["CMD-SHELL"]) else ["CMD", *self.test]
+
+
+class UpdateSpec(_Model):
+    """How replicas are replaced (config changes and image updates)."""
+
+    health_timeout: Duration = 60.0
+    min_healthy_time: Duration = 0.0
+    rollback: bool = True
+
+
 class ServiceSpec(_Model):
     """One service, as declared in pillar after defaults are merged."""
 
@@ -88,9 +323,15 @@ class ServiceSpec(_Model):
     replicas: Annotated[int, Field(ge=0, le=100)] = 1
     command: list[str] | None = None
     env: dict[str, str] = {}
+    secrets: dict[str, str] = {}
     ports: list[PortSpec] = []
+    config: ConfigSpec | None = None
+    data: list[DataMount] = []
     labels: dict[str, str] = {}
     restart_policy: str = "on-failure:5"
+    logging: LoggingSpec = LoggingSpec()
+    healthcheck: HealthcheckSpec | None = None
+    update: UpdateSpec = UpdateSpec()
     environment: str = "default"
 
     @field_validator("replicas", mode="before")
@@ -133,7 +374,7 @@ class ServiceSpec(_Model):
             return ["/bin/sh", "-c", value]
         return value
 
-    @field_validator("env", mode="before")
+    @field_validator("env", "secrets", mode="before")
     @classmethod
     def _env(cls, value: Any) -> Any:
         if not isinstance(value, Mapping):
@@ -178,6 +419,31 @@ class ServiceSpec(_Model):
                 taken[where] = port.container
         return value
 
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSpec:
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise ValueError(f"{', '.join(both)} set in both env and secrets")
+        targets = [m.container for m in self.data] + ([self.config.path] if self.config else [])
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise ValueError(f"{', '.join(dupes)} mounted twice in the container")
+        return self
+
+    @property
+    def config_root(self) -> str | None:
+        if self.config is None:
+            return None
+        return self.config.root or DEFAULT_CONFIG_ROOT.format(service=self.name)
+
+    @property
+    def all_env(self) -> dict[str, str]:
+        return {**self.env, **self.secrets}
+
+    @property
+    def secret_values(self) -> list[str]:
+        return [value for value in self.secrets.values() if value]
+
     @field_validator("restart_policy")
     @classmethod
     def _restart(cls, value: str) -> str:
@@ -196,7 +462,18 @@ class PillarRoot(_Model):
     environment: str = "default"
     defaults: dict[str, Any] = {}
     services: dict[str, dict[str, Any]] = {}
-    allowed_host_paths: list[str] = ["/srv/dockerops", "/var/log/dockerops"]
+    allowed_host_paths: list[str] = list(DEFAULT_ALLOWED_HOST_PATHS)
+
+    @field_validator("allowed_host_paths")
+    @classmethod
+    def _allowed(cls, value: list[str]) -> list[str]:
+        out = []
+        for path in value:
+            normal = posixpath.normpath(path)
+            if not path.startswith("/") or normal == "/":
+                raise ValueError(f"{path!r}: allowed host paths are absolute and not /")
+            out.append(normal)
+        return out
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -245,7 +522,9 @@ def load_service(
     merged.setdefault("environment", root.environment)
     merged["name"] = name
     try:
-        return ServiceSpec.model_validate(merged)
+        spec = ServiceSpec.model_validate(
+            merged, context={"allowed_host_paths": root.allowed_host_paths}
+        )
     except ValidationError as err:
         sources = {
             "argument": dict(overrides or {}),
@@ -255,6 +534,15 @@ def load_service(
         raise SpecError(
             _problems(err, (PILLAR_KEY, "services", name), ServiceSpec, sources)
         ) from None
+    config_root = spec.config_root
+    if config_root and not _under(config_root, root.allowed_host_paths):
+        raise SpecError(
+            [
+                f"{PILLAR_KEY}:services:{name}:config:root: {config_root} is outside "
+                f"{PILLAR_KEY}:allowed_host_paths ({', '.join(root.allowed_host_paths)})"
+            ]
+        )
+    return spec
 
 
 def load_services(pillar: Mapping[str, Any]) -> list[ServiceSpec]:
@@ -286,7 +574,7 @@ def _problems(
             out.append(f"{path}: unknown key{_did_you_mean(loc[-1], fields)}")
             continue
         message = str(item["msg"]).removeprefix("Value error, ")
-        if loc and loc[0] in _HIDDEN_VALUES:
+        if (loc and loc[0] in _HIDDEN_VALUES) or loc[:2] == ["config", "files"]:
             out.append(f"{path}: {message}")
         else:
             out.append(f"{path}: {message} (got {_show(item.get('input'))})")

@@ -27,21 +27,29 @@ def replica_status(host: DockerHost, service: str | None = None) -> dict[str, li
                 "health": health,
                 "restart_count": int(details.get("RestartCount") or 0),
                 "started_at": state.get("StartedAt"),
+                "config_version": container.config_version or None,
                 "environment": container.environment,
             }
         )
     return out
 
 
-def services_overview(host: DockerHost, specs: list[ServiceSpec]) -> dict[str, dict[str, Any]]:
-    """Desired vs running for every pillar service, plus containers no pillar asks for."""
+def services_overview(
+    host: DockerHost, specs: list[ServiceSpec], config_versions: dict[str, str | None] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Desired vs running for every pillar service, plus containers no pillar asks for.
+
+    ``config_versions`` gives each service's rendered config version.
+    """
     running = host.managed()
     out: dict[str, dict[str, Any]] = {}
     for spec in specs:
         mine = [c for c in running if c.service == spec.name]
-        pending = plan_service(desired_replicas(spec), mine)
+        version = (config_versions or {}).get(spec.name)
+        pending = plan_service(desired_replicas(spec, version), mine)
         out[spec.name] = {
             "image": spec.image_ref,
+            "config_version": version,
             "desired": spec.replicas,
             "running": sum(1 for c in mine if c.state == "running"),
             "in_sync": not pending,

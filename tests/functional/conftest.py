@@ -37,6 +37,7 @@ def minion_opts(tmp_path_factory: pytest.TempPathFactory, docker_url: str) -> di
             "states_dirs": [str(REPO / "_states")],
             "grains_dirs": [str(REPO / "_grains")],
             "dockerops.docker_url": docker_url,
+            "dockerops.state_dir": str(root / "state"),
         }
     )
     return opts
@@ -60,6 +61,12 @@ def salt(session_loaders: Loaders) -> Iterator[Any]:
     session_loaders.set_pillar = set_pillar
     yield session_loaders
     session_loaders.reset_state()
+
+
+@pytest.fixture
+def host_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory to allow in ``dockerops:allowed_host_paths`` for one test."""
+    return tmp_path_factory.mktemp("hostroot")
 
 
 @pytest.fixture(scope="session")

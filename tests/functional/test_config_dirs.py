@@ -1,0 +1,412 @@
+"""Config directories: versions, mounts, on_change policies, rollback, watch."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.functional.helpers import containers, http_get, state_return
+
+pytestmark = pytest.mark.docker
+
+HEALTH_FROM_CONFIG = {
+    # Healthy only while the mounted config says so: a bad config version never
+    # becomes healthy, which is what a rolling restart must catch.
+    "test": "grep -q ok /etc/app/health.conf",
+    "interval": "500ms",
+    "timeout": "1s",
+    "retries": 2,
+}
+
+
+def config_pillar(
+    name: str,
+    repository: str,
+    root: Path,
+    files: dict[str, Any],
+    on_change: str = "rolling",
+    **fields: Any,
+) -> dict[str, Any]:
+    service = {
+        "image": repository,
+        "tag": "1.0",
+        "replicas": 2,
+        "config": {
+            "path": "/etc/app",
+            "root": str(root / name / "config"),
+            "on_change": on_change,
+            "files": files,
+        },
+        "update": {"health_timeout": "15s"},
+        **fields,
+    }
+    return {
+        "dockerops": {
+            "environment": "integration",
+            "allowed_host_paths": [str(root)],
+            "services": {name: service},
+        }
+    }
+
+
+def running(salt, name, **kwargs):
+    return state_return(salt.states.dockerops.running(name=name, **kwargs))
+
+
+def ids(client, name):
+    return {n: (c.id, c.attrs["State"]["StartedAt"]) for n, c in containers(client, name).items()}
+
+
+def _timestamp(docker_time: str) -> float:
+    """Docker's RFC 3339 nanosecond timestamps -> seconds since the epoch."""
+    from datetime import datetime
+
+    main, _, fraction = docker_time.rstrip("Z").partition(".")
+    return datetime.fromisoformat(main + "+00:00").timestamp() + float("0." + (fraction or "0"))
+
+
+def exec_cat(client, container_name, path):
+    result = client.containers.get(container_name).exec_run(["cat", path])
+    return result.output.decode()
+
+
+def test_first_apply_mounts_an_immutable_version_read_only(
+    salt, docker_client, demo_images, service_name, host_root, free_ports
+):
+    port = free_ports(2)
+    pillar = config_pillar(
+        service_name,
+        demo_images["repository"],
+        host_root,
+        {"app.conf": {"contents": "color=blue\n"}, "conf.d/extra.conf": {"contents": "x=1\n"}},
+        ports=[{"container": 8080, "host": port}],
+    )
+    salt.set_pillar(pillar)
+    ret = running(salt, service_name)
+    assert ret["result"] is True, ret["comment"]
+    version = ret["changes"]["config"]["version"]["new"]
+    assert ret["changes"]["config"]["version"]["old"] is None
+    assert set(ret["changes"]["config"]["files"]) == {"app.conf", "conf.d/extra.conf"}
+
+    root = host_root / service_name / "config"
+    assert os.readlink(root / "..data") == f"..{version}"
+    assert (root / f"..{version}" / "app.conf").read_text() == "color=blue\n"
+    assert (root / "app.conf").read_text() == "color=blue\n"  # through ..data
+    for container in containers(docker_client, service_name).values():
+        (mount,) = container.attrs["Mounts"]
+        assert mount["Source"] == str(root / f"..{version}")
+        assert mount["Destination"] == "/etc/app"
+        assert mount["RW"] is False
+        assert container.labels["io.dockerops.config-version"] == version
+    assert "color=blue" in http_get(port + 1, "/cgi-bin/config")
+
+    again = running(salt, service_name)
+    assert again["changes"] == {}, again
+    assert again["result"] is True
+
+
+def test_config_change_restarts_exactly_that_services_replicas(
+    salt, docker_client, demo_images, service_name, host_root
+):
+    other = service_name + "o"
+    pillar = config_pillar(
+        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "v=1\n"}}
+    )
+    other_pillar = config_pillar(
+        other, demo_images["repository"], host_root, {"app.conf": {"contents": "o=1\n"}}
+    )
+    pillar["dockerops"]["services"].update(other_pillar["dockerops"]["services"])
+    salt.set_pillar(pillar)
+    try:
+        assert running(salt, service_name)["result"] is True
+        assert running(salt, other)["result"] is True
+        mine_before, other_before = ids(docker_client, service_name), ids(docker_client, other)
+        old_version = containers(docker_client, service_name)[f"{service_name}-1"].labels[
+            "io.dockerops.config-version"
+        ]
+
+        pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
+            "contents": "v=2\n"
+        }
+        salt.set_pillar(pillar)
+        ret = running(salt, service_name)
+        assert ret["result"] is True, ret["comment"]
+        new_version = ret["changes"]["config"]["version"]["new"]
+        assert ret["changes"]["config"]["version"]["old"] == old_version
+        diff = ret["changes"]["config"]["files"]["app.conf"]["diff"]
+        assert "-v=1" in diff and "+v=2" in diff
+        for replica in (1, 2):
+            assert ret["changes"][f"{service_name}-{replica}"] == {
+                "recreated": {"changed": ["config"]},
+                "config_version": {"old": old_version, "new": new_version},
+            }
+        mine_after = ids(docker_client, service_name)
+        assert all(mine_after[n][0] != mine_before[n][0] for n in mine_before)
+        assert exec_cat(docker_client, f"{service_name}-2", "/etc/app/app.conf") == "v=2\n"
+        # The other service: same containers, never restarted.
+        assert ids(docker_client, other) == other_before
+        # Rolling: replica 1 was healthy before replica 2 was replaced.
+        started = {
+            n: c.attrs["State"]["StartedAt"]
+            for n, c in containers(docker_client, service_name).items()
+        }
+        assert _timestamp(started[f"{service_name}-2"]) - _timestamp(started[f"{service_name}-1"]) > 1
+        # The previous version is kept for rollback.
+        assert (host_root / service_name / "config" / f"..{old_version}").is_dir()
+    finally:
+        for container in containers(docker_client, other).values():
+            container.remove(force=True)
+
+
+def test_test_mode_reports_a_config_change_and_touches_nothing(
+    salt, docker_client, demo_images, service_name, host_root
+):
+    pillar = config_pillar(
+        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "a\n"}}
+    )
+    salt.set_pillar(pillar)
+    assert running(salt, service_name)["result"] is True
+    before = ids(docker_client, service_name)
+    root = host_root / service_name / "config"
+    versions_before = sorted(p.name for p in root.iterdir())
+
+    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
+        "contents": "b\n"
+    }
+    salt.set_pillar(pillar)
+    dry = running(salt, service_name, test=True)
+    assert dry["result"] is None
+    assert "+b" in dry["changes"]["config"]["files"]["app.conf"]["diff"]
+    assert set(dry["changes"]) == {"config", f"{service_name}-1", f"{service_name}-2"}
+    dry_config = state_return(salt.states.dockerops.config_managed(name=service_name, test=True))
+    assert dry_config["result"] is None
+    assert dry_config["changes"] == dry["changes"]["config"]
+    assert ids(docker_client, service_name) == before
+    assert sorted(p.name for p in root.iterdir()) == versions_before
+
+    real = running(salt, service_name)
+    assert {k: v for k, v in real["changes"].items()} == dry["changes"]
+
+
+def test_signal_policy_reloads_without_restarting(
+    salt, docker_client, demo_images, service_name, host_root, free_ports
+):
+    port = free_ports(2)
+    pillar = config_pillar(
+        service_name,
+        demo_images["repository"],
+        host_root,
+        {"app.conf": {"contents": "one\n"}},
+        on_change="signal:SIGHUP",
+        ports=[{"container": 8080, "host": port}],
+    )
+    salt.set_pillar(pillar)
+    assert running(salt, service_name)["result"] is True
+    before = ids(docker_client, service_name)
+
+    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
+        "contents": "two\n"
+    }
+    salt.set_pillar(pillar)
+    ret = running(salt, service_name)
+    assert ret["result"] is True, ret["comment"]
+    new = ret["changes"]["config"]["version"]["new"]
+    for replica in (1, 2):
+        change = ret["changes"][f"{service_name}-{replica}"]
+        assert change["signaled"] == "SIGHUP"
+        assert change["config_version"]["new"] == new
+    # Same containers, never restarted; they see the new file and got the signal.
+    assert ids(docker_client, service_name) == before
+    for replica, replica_port in ((1, port), (2, port + 1)):
+        assert exec_cat(docker_client, f"{service_name}-{replica}", "/etc/app/app.conf") == "two\n"
+        assert http_get(replica_port, "/reloads").strip() == "1"
+    assert "two" in http_get(port, "/cgi-bin/config")
+    # Signalled once: the next run has nothing to do.
+    again = running(salt, service_name)
+    assert again["changes"] == {}, again
+
+
+def test_none_policy_updates_files_and_nothing_else(
+    salt, docker_client, demo_images, service_name, host_root
+):
+    pillar = config_pillar(
+        service_name,
+        demo_images["repository"],
+        host_root,
+        {"app.conf": {"contents": "one\n"}},
+        on_change="none",
+        replicas=1,
+    )
+    salt.set_pillar(pillar)
+    assert running(salt, service_name)["result"] is True
+    before = ids(docker_client, service_name)
+    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
+        "contents": "two\n"
+    }
+    salt.set_pillar(pillar)
+    ret = running(salt, service_name)
+    assert set(ret["changes"]) == {"config"}
+    assert ids(docker_client, service_name) == before
+    assert exec_cat(docker_client, f"{service_name}-1", "/etc/app/app.conf") == "two\n"
+
+
+def test_restart_policy_replaces_all_replicas_at_once(
+    salt, docker_client, demo_images, service_name, host_root
+):
+    pillar = config_pillar(
+        service_name,
+        demo_images["repository"],
+        host_root,
+        {"app.conf": {"contents": "one\n"}},
+        on_change="restart",
+    )
+    salt.set_pillar(pillar)
+    assert running(salt, service_name)["result"] is True
+    before = ids(docker_client, service_name)
+    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
+        "contents": "two\n"
+    }
+    salt.set_pillar(pillar)
+    ret = running(salt, service_name)
+    assert ret["result"] is True, ret["comment"]
+    after = ids(docker_client, service_name)
+    assert all(after[n][0] != before[n][0] for n in before)
+    # All at once: the second replica started right after the first, not after
+    # the first became healthy (the image's healthcheck needs >= 1s).
+    first, second = sorted(_timestamp(v[1]) for v in after.values())
+    assert second - first < 0.9
+
+
+def test_a_bad_config_version_is_rolled_back(
+    salt, docker_client, demo_images, service_name, host_root
+):
+    pillar = config_pillar(
+        service_name,
+        demo_images["repository"],
+        host_root,
+        {"health.conf": {"contents": "ok\n"}},
+        healthcheck=HEALTH_FROM_CONFIG,
+        update={"health_timeout": "6s"},
+    )
+    salt.set_pillar(pillar)
+    first = running(salt, service_name)
+    assert first["result"] is True, first["comment"]
+    good = first["changes"]["config"]["version"]["new"]
+    before = ids(docker_client, service_name)
+
+    pillar["dockerops"]["services"][service_name]["config"]["files"]["health.conf"] = {
+        "contents": "bad\n"
+    }
+    salt.set_pillar(pillar)
+    started = time.monotonic()
+    ret = running(salt, service_name)
+    assert ret["result"] is False
+    assert f"{service_name}-1" in ret["comment"]
+    assert "not healthy" in ret["comment"] or "unhealthy" in ret["comment"]
+    assert ret["changes"]["rolled_back"] == [f"{service_name}-1"]
+    assert time.monotonic() - started < 30
+    # Replica 2 was never touched; replica 1 is back on the good version, healthy.
+    after = containers(docker_client, service_name)
+    assert after[f"{service_name}-2"].id == before[f"{service_name}-2"][0]
+    for container in after.values():
+        assert container.labels["io.dockerops.config-version"] == good
+        assert container.attrs["State"]["Health"]["Status"] in ("healthy", "starting")
+    root = host_root / service_name / "config"
+    assert os.readlink(root / "..data") == f"..{good}"
+    status = salt.modules.dockerops.status(service_name)[service_name]
+    assert {r["config_version"] for r in status} == {good}
+
+
+def test_watch_restarts_per_policy_but_not_fresh_replicas(
+    salt, docker_client, demo_images, service_name, host_root, tmp_path
+):
+    salt.set_pillar(
+        {
+            "dockerops": {
+                "allowed_host_paths": [str(host_root)],
+                "services": {
+                    service_name: {"image": demo_images["repository"], "tag": "1.0", "replicas": 2}
+                },
+            }
+        }
+    )
+    trigger = tmp_path / "trigger.conf"
+    sls = """
+trigger:
+  file.managed:
+    - name: {path}
+    - contents: {contents}
+
+service:
+  dockerops.running:
+    - name: {name}
+    - watch:
+      - file: trigger
+"""
+    first = salt.modules.state.template_str(
+        sls.format(path=trigger, contents="one", name=service_name)
+    )
+    results = {r["__id__"]: r for r in first.values()}
+    assert results["service"]["result"] is True, results["service"]["comment"]
+    # Created by this run: the watch must not restart them a second time.
+    assert set(results["service"]["changes"]) == {f"{service_name}-1", f"{service_name}-2"}
+    assert all("created" in c for c in results["service"]["changes"].values())
+    before = ids(docker_client, service_name)
+
+    second = salt.modules.state.template_str(
+        sls.format(path=trigger, contents="two", name=service_name)
+    )
+    results = {r["__id__"]: r for r in second.values()}
+    assert results["service"]["result"] is True, results["service"]["comment"]
+    assert results["service"]["changes"] == {
+        f"{service_name}-1": {"restarted": True},
+        f"{service_name}-2": {"restarted": True},
+    }
+    after = ids(docker_client, service_name)
+    # Same containers, restarted (rolling): new StartedAt, replica 1 first.
+    assert {n: v[0] for n, v in after.items()} == {n: v[0] for n, v in before.items()}
+    assert all(after[n][1] != before[n][1] for n in before)
+    assert after[f"{service_name}-1"][1] < after[f"{service_name}-2"][1]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("files", {"../escape": {"contents": "x"}}, "config:files: '../escape'"),
+        ("files", {"/etc/passwd": {"contents": "x"}}, "config:files: '/etc/passwd'"),
+        ("root", "/etc", "config:root: /etc is outside"),
+        ("path", "relative/path", "config:path: container paths must be absolute"),
+        ("on_change", "sometimes", "config:on_change: expected rolling"),
+    ],
+)
+def test_bad_config_is_refused_with_nothing_touched(
+    salt, docker_client, demo_images, service_name, host_root, field, value, expected
+):
+    pillar = config_pillar(
+        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "x"}}
+    )
+    pillar["dockerops"]["services"][service_name]["config"][field] = value
+    salt.set_pillar(pillar)
+    ret = running(salt, service_name)
+    assert ret["result"] is False
+    assert f"dockerops:services:{service_name}:{expected}" in ret["comment"]
+    assert containers(docker_client, service_name) == {}
+    assert not (host_root / service_name).exists()
+
+
+def test_data_mount_outside_the_allowlist_is_refused(
+    salt, docker_client, demo_images, service_name, host_root
+):
+    pillar = config_pillar(
+        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "x"}}
+    )
+    pillar["dockerops"]["services"][service_name]["data"] = [{"host": "/", "container": "/host"}]
+    salt.set_pillar(pillar)
+    ret = running(salt, service_name)
+    assert ret["result"] is False
+    assert f"dockerops:services:{service_name}:data:0:host: / is outside" in ret["comment"]
+    assert containers(docker_client, service_name) == {}
