@@ -132,6 +132,7 @@ def config_managed(name, **overrides):
             ret["comment"] = f"Service {name} has no config directory"
             return ret
         rendered = _render.render_service_config(spec, __salt__, __env__)
+        host = _host.minion_host(__opts__, __context__)
         store = _config.ConfigStore(spec.config_root)
         current = store.current()
         if current == rendered.version and store.has(rendered.version):
@@ -139,7 +140,7 @@ def config_managed(name, **overrides):
             return ret
         ret["changes"] = {
             "version": {"old": current, "new": rendered.version},
-            "files": store.diff(rendered, spec.secret_values),
+            "files": store.diff(rendered, _converge.known_secrets(host, spec)),
         }
         if __opts__["test"]:
             ret["result"] = None
@@ -147,11 +148,7 @@ def config_managed(name, **overrides):
             return ret
         store.write(rendered)
         store.activate(rendered.version)
-        in_use = {
-            c.config_version
-            for c in _host.minion_host(__opts__, __context__).managed(name)
-            if c.config_version
-        }
+        in_use = {c.config_version for c in host.managed(name) if c.config_version}
         store.prune(spec.config.keep, in_use)
     except (CommandExecutionError, SaltInvocationError) as err:
         return _fail(ret, err)

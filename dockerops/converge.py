@@ -70,6 +70,22 @@ class ServiceResult:
         return f"Service {self.service} converged: " + "; ".join(self.steps or verbs)
 
 
+def known_secrets(host: DockerHost, spec: ServiceSpec) -> list[str]:
+    """The service's secret values now, and those its containers still run with.
+
+    A rotated secret must stay hidden too: a config diff shows the old file.
+    """
+    values = set(spec.secret_values)
+    if spec.secrets:
+        for container in host.managed(spec.name):
+            env = (host.inspect(container.id).get("Config") or {}).get("Env") or []
+            for entry in env:
+                key, _, value = str(entry).partition("=")
+                if key in spec.secrets and value:
+                    values.add(value)
+    return sorted(values)
+
+
 def _store(spec: ServiceSpec) -> ConfigStore | None:
     return ConfigStore(spec.config_root) if spec.config_root else None
 
@@ -107,7 +123,7 @@ def converge(
         if current != rendered.version or not store.has(rendered.version):
             outcome.config_changes = {
                 "version": {"old": current, "new": rendered.version},
-                "files": store.diff(rendered, spec.secret_values),
+                "files": store.diff(rendered, known_secrets(host, spec)),
             }
     if not actions and not outcome.config_changes:
         return outcome
@@ -123,7 +139,7 @@ def converge(
         _execute(host, spec, actions, outcome)
     except DockerError as err:
         outcome.result = False
-        outcome.errors.append(redact(str(err), spec.secret_values))
+        outcome.errors.append(redact(str(err), known_secrets(host, spec)))
         back_to = outcome.previous_config or previous_version
         if store is not None and back_to and outcome.rolled_back and store.has(back_to):
             store.activate(back_to)

@@ -90,6 +90,21 @@ def main() -> None:
     changed = [s["name"] for s in second.values() if s["changes"]]
     print("  states with changes:", changed or "none")
 
+    step("a config change: motd.txt edited (here by a pillar override on the command line)")
+    motd = f"Welcome to the dockerops demo (config changed at {time.strftime('%H:%M:%S')}).\n"
+    override = json.dumps(
+        {
+            "dockerops": {
+                "services": {"web": {"config": {"files": {"motd.txt": {"contents": motd}}}}}
+            }
+        }
+    )
+    print("rolling restart: one replica at a time, each must be healthy before the next")
+    print(salt_call("state.apply", "dockerops", f"pillar={override}").stdout)
+    print("  http://127.0.0.1:18081/cgi-bin/config ->")
+    for line in fetch(18081, "/cgi-bin/config").splitlines():
+        print("    " + line)
+
     step("dockerops.status")
     print(salt_call("dockerops.status", out="yaml").stdout)
     print("Done. Remove the demo containers with:")

@@ -1,7 +1,11 @@
-# Shared by every environment; the environment files lay their values over it.
+# Shared by every environment; the environment files lay their values over it
+# (dicts merge key by key, lists are replaced).
 dockerops:
   defaults:
     restart_policy: on-failure:5
+    logging:
+      driver: json-file
+      options: {max-size: 10m, max-file: "3"}
   services:
     web:
       image: dockerops/demo-http
@@ -9,7 +13,22 @@ dockerops:
       replicas: 1
       env:
         GREETING: hello
+      secrets:
+        # An example only: real secrets belong in an encrypted pillar (GPG renderer).
+        API_TOKEN: change-me
       ports:
         - container: 8080
           host: 18080
           host_ip: 127.0.0.1
+      config:
+        path: /etc/app
+        on_change: rolling
+        files:
+          web.conf:
+            source: salt://demo/web.conf.jinja
+            template: jinja
+          motd.txt:
+            contents: "Welcome to the dockerops demo.\n"
+      update:
+        health_timeout: 30s
+        min_healthy_time: 1s

@@ -6,3 +6,7 @@ dockerops:
       replicas: 3
       env:
         LOG_LEVEL: warning
+      logging:
+        options: {max-size: 50m, max-file: "5"}
+      update:
+        min_healthy_time: 5s

@@ -55,7 +55,8 @@ def salt(session_loaders: Loaders) -> Iterator[Any]:
     def set_pillar(data: dict[str, Any]) -> None:
         pillar_dir = Path(session_loaders.opts["pillar_roots"]["base"][0])
         (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - test\n")
-        (pillar_dir / "test.sls").write_text(yaml.safe_dump(data))
+        # Plain YAML: values may hold Jinja meant for config templates.
+        (pillar_dir / "test.sls").write_text("#!yaml\n" + yaml.safe_dump(data))
         session_loaders.reload_all()
 
     session_loaders.set_pillar = set_pillar

@@ -154,7 +154,9 @@ def test_config_change_restarts_exactly_that_services_replicas(
             n: c.attrs["State"]["StartedAt"]
             for n, c in containers(docker_client, service_name).items()
         }
-        assert _timestamp(started[f"{service_name}-2"]) - _timestamp(started[f"{service_name}-1"]) > 1
+        assert (
+            _timestamp(started[f"{service_name}-2"]) - _timestamp(started[f"{service_name}-1"]) > 1
+        )
         # The previous version is kept for rollback.
         assert (host_root / service_name / "config" / f"..{old_version}").is_dir()
     finally:
@@ -350,19 +352,19 @@ service:
     first = salt.modules.state.template_str(
         sls.format(path=trigger, contents="one", name=service_name)
     )
-    results = {r["__id__"]: r for r in first.values()}
-    assert results["service"]["result"] is True, results["service"]["comment"]
+    results = {r.id: r for r in first}
+    assert results["service"].result is True, results["service"].comment
     # Created by this run: the watch must not restart them a second time.
-    assert set(results["service"]["changes"]) == {f"{service_name}-1", f"{service_name}-2"}
-    assert all("created" in c for c in results["service"]["changes"].values())
+    assert set(results["service"].changes) == {f"{service_name}-1", f"{service_name}-2"}
+    assert all("created" in c for c in results["service"].changes.values())
     before = ids(docker_client, service_name)
 
     second = salt.modules.state.template_str(
         sls.format(path=trigger, contents="two", name=service_name)
     )
-    results = {r["__id__"]: r for r in second.values()}
-    assert results["service"]["result"] is True, results["service"]["comment"]
-    assert results["service"]["changes"] == {
+    results = {r.id: r for r in second}
+    assert results["service"].result is True, results["service"].comment
+    assert results["service"].changes == {
         f"{service_name}-1": {"restarted": True},
         f"{service_name}-2": {"restarted": True},
     }
@@ -370,7 +372,7 @@ service:
     # Same containers, restarted (rolling): new StartedAt, replica 1 first.
     assert {n: v[0] for n, v in after.items()} == {n: v[0] for n, v in before.items()}
     assert all(after[n][1] != before[n][1] for n in before)
-    assert after[f"{service_name}-1"][1] < after[f"{service_name}-2"][1]
+    assert _timestamp(after[f"{service_name}-2"][1]) > _timestamp(after[f"{service_name}-1"][1])
 
 
 @pytest.mark.parametrize(

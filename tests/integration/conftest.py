@@ -8,6 +8,7 @@ would deploy dockerops: minions get the modules and the library with
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,12 +39,39 @@ def pillar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pillar")
 
 
+def _clear(pillar_dir: Path) -> None:
+    for path in pillar_dir.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def write_pillar(pillar_dir: Path, per_env: dict[str, dict[str, Any]]) -> None:
-    """pillar/top.sls assigning environments by minion id, and one file each."""
+    """A pillar top.sls assigning environments by minion id, and one file each."""
+    _clear(pillar_dir)
     top = {"base": {ENV_GLOBS[env]: [env] for env in per_env}}
     (pillar_dir / "top.sls").write_text(yaml.safe_dump(top))
     for env, data in per_env.items():
         (pillar_dir / f"{env}.sls").write_text(yaml.safe_dump(data))
+
+
+def use_repo_pillar(pillar_dir: Path, overrides: dict[str, dict[str, Any]]) -> None:
+    """The repository's own pillar/, plus per-environment test overrides merged last.
+
+    The overrides only adapt the example to this machine (image from the test
+    registry, free host ports, config roots in a temp dir): everything else is
+    the example environments as shipped.
+    """
+    _clear(pillar_dir)
+    shutil.copytree(REPO / "pillar", pillar_dir, dirs_exist_ok=True)
+    top = (pillar_dir / "top.sls").read_text()
+    for env, data in overrides.items():
+        name = f"test_override_{env}"
+        (pillar_dir / f"{name}.sls").write_text("#!yaml\n" + yaml.safe_dump(data))
+        # Listed after the environment files, so merged over them.
+        top += f"  '{ENV_GLOBS[env].replace('-*', '-m*')}':\n    - {name}\n"
+    (pillar_dir / "top.sls").write_text(top)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +94,11 @@ def salt_minions(salt_master, docker_hosts: dict[str, ExtraDaemon]):
     minions = [
         salt_master.salt_minion_daemon(
             minion_id,
-            overrides={"dockerops.docker_url": docker_hosts[minion_id].url},
+            overrides={
+                "dockerops.docker_url": docker_hosts[minion_id].url,
+                # Minions share this machine's disk: each gets its own records.
+                "dockerops.state_dir": str(docker_hosts[minion_id].base / "state"),
+            },
         )
         for minion_id in MINIONS
     ]

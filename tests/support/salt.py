@@ -46,7 +46,7 @@ class Masterless:
 
     def set_pillar(self, pillar: dict[str, Any]) -> None:
         (self.pillar_dir / "top.sls").write_text("base:\n  '*':\n    - test\n")
-        (self.pillar_dir / "test.sls").write_text(yaml.safe_dump(pillar))
+        (self.pillar_dir / "test.sls").write_text("#!yaml\n" + yaml.safe_dump(pillar))
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> CallResult:
         proc = subprocess.run(

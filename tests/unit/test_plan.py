@@ -9,6 +9,7 @@ import pytest
 
 from dockerops.plan import Action, plan_service
 from dockerops.replicas import (
+    LABEL_CONFIG_VERSION,
     LABEL_INPUTS,
     LABEL_REPLICA,
     LABEL_SPEC_HASH,
@@ -329,3 +330,160 @@ def test_describe_never_contains_env_values(
         described = str(action.describe())
         assert old_secret not in described
         assert new_secret not in described
+
+
+# --- config versions: signals and config recreates -------------------------------------------
+
+V1, V2 = "0123456789abcdef", "fedcba9876543210"
+
+
+def _config(on_change: str) -> dict[str, Any]:
+    return {"path": "/etc/web", "files": {"web.conf": {"contents": "x"}}, "on_change": on_change}
+
+
+@pytest.mark.parametrize(
+    ("label", "seen", "state", "signal", "expected", "seen_version"),
+    [
+        pytest.param(V1, {}, "running", "SIGHUP", ["signal"], V1, id="label-behind"),
+        pytest.param(V2, {}, "running", "SIGHUP", [], None, id="label-current"),
+        pytest.param(V1, {"ID": V2}, "running", "SIGHUP", [], None, id="seen-current"),
+        pytest.param(V2, {"ID": V1}, "running", "SIGHUP", ["signal"], V1, id="seen-behind"),
+        pytest.param(V1, {"other": V2}, "running", "SIGHUP", ["signal"], V1, id="seen-other-id"),
+        pytest.param("", {}, "running", "SIGHUP", ["signal"], None, id="no-label"),
+        pytest.param(V1, {}, "running", "SIGUSR1", ["signal"], V1, id="other-signal"),
+        pytest.param(V1, {}, "exited", "SIGHUP", ["start"], None, id="exited-is-started"),
+        pytest.param(V1, {}, "created", "SIGHUP", ["start"], None, id="created-is-started"),
+        pytest.param(V1, {}, "restarting", "SIGHUP", [], None, id="restarting-not-signalled"),
+        pytest.param(V1, {}, "paused", "SIGHUP", [], None, id="paused-not-signalled"),
+        pytest.param(V1, {}, "running", None, [], None, id="no-signal-policy"),
+    ],
+)
+def test_live_config_replicas_behind_the_desired_version_are_signalled(
+    make_spec: MakeSpec,
+    actual: Callable[..., ActualReplica],
+    label: str,
+    seen: dict[str, str],
+    state: str,
+    signal: str | None,
+    expected: list[str],
+    seen_version: str | None,
+) -> None:
+    spec = make_spec(config=_config("signal:SIGHUP"))
+    (old,) = desired_replicas(spec, V1)
+    (new,) = desired_replicas(spec, V2)
+    listed = actual(
+        old, state=state, container_id=CONTAINER_ID, labels={LABEL_CONFIG_VERSION: label}
+    )
+    seen = {CONTAINER_ID if key == "ID" else key: value for key, value in seen.items()}
+
+    actions = plan_service([new], [listed], seen, signal)
+
+    assert [action.kind for action in actions] == expected
+    for action in actions:
+        assert (action.desired, action.actual) == (new, listed)
+        if action.kind == "signal":
+            assert (action.signal, action.seen_version) == (signal, seen_version)
+
+
+def test_only_replicas_behind_are_signalled(
+    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
+) -> None:
+    spec = make_spec(replicas=3, config=_config("signal:SIGHUP"))
+    old = desired_replicas(spec, V1)
+    new = desired_replicas(spec, V2)
+    listed = [actual(replica, container_id=f"{i}" * 64) for i, replica in enumerate(old, 1)]
+
+    actions = plan_service(new, listed, {"2" * 64: V2}, "SIGHUP")
+
+    assert kinds_and_names(actions) == [("signal", "web-1"), ("signal", "web-3")]
+
+
+def test_a_changed_live_replica_is_recreated_not_signalled(
+    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
+) -> None:
+    (old,) = desired_replicas(make_spec(env={"A": "1"}, config=_config("signal:SIGHUP")), V1)
+    (new,) = desired_replicas(make_spec(env={"A": "2"}, config=_config("signal:SIGHUP")), V2)
+
+    (action,) = plan_service([new], [actual(old)], {}, "SIGHUP")
+
+    assert (action.kind, action.changed) == ("recreate", ("env",))
+
+
+@pytest.mark.parametrize("on_change", ["rolling", "restart"])
+def test_pinned_config_replicas_are_recreated_never_signalled(
+    make_spec: MakeSpec, actual: Callable[..., ActualReplica], on_change: str
+) -> None:
+    spec = make_spec(replicas=2, config=_config(on_change))
+    old, new = desired_replicas(spec, V1), desired_replicas(spec, V2)
+
+    actions = plan_service(new, [actual(replica) for replica in old], {}, "SIGHUP")
+
+    assert kinds_and_names(actions) == [("recreate", "web-1"), ("recreate", "web-2")]
+    assert all(action.changed == ("config",) for action in actions)
+
+
+def test_describe_signal(make_spec: MakeSpec, actual: Callable[..., ActualReplica]) -> None:
+    spec = make_spec(config=_config("signal:SIGHUP"))
+    (old,) = desired_replicas(spec, V1)
+    (new,) = desired_replicas(spec, V2)
+
+    (action,) = plan_service([new], [actual(old)], {}, "SIGHUP")
+
+    assert action.describe() == {
+        "signaled": "SIGHUP",
+        "config_version": {"old": V1, "new": V2},
+    }
+
+
+@pytest.mark.parametrize(("label", "old_version"), [(V1, V1), ("", None)])
+def test_describe_config_recreate(
+    make_spec: MakeSpec,
+    actual: Callable[..., ActualReplica],
+    label: str,
+    old_version: str | None,
+) -> None:
+    spec = make_spec(config=_config("rolling"))
+    (old,) = desired_replicas(spec, V1)
+    (new,) = desired_replicas(spec, V2)
+
+    (action,) = plan_service([new], [actual(old, labels={LABEL_CONFIG_VERSION: label})])
+
+    assert action.describe() == {
+        "recreated": {"changed": ["config"]},
+        "config_version": {"old": old_version, "new": V2},
+    }
+
+
+def test_describe_recreate_without_config_change_has_no_config_version(
+    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
+) -> None:
+    (old,) = desired_replicas(make_spec(tag="1.4", config=_config("rolling")), V1)
+    (new,) = desired_replicas(make_spec(tag="1.5", config=_config("rolling")), V1)
+
+    (action,) = plan_service([new], [actual(old)])
+
+    assert action.describe() == {
+        "recreated": {"changed": ["image"]},
+        "image": {"old": "registry.example.com/web:1.4", "new": "registry.example.com/web:1.5"},
+    }
+
+
+def test_describe_never_contains_secret_values(
+    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
+) -> None:
+    old_secret, new_secret = "old-s3cr3t-Pa55word", "new-s3cr3t-Pa55word"
+    old = desired_replicas(
+        make_spec(replicas=2, secrets={"PW": old_secret}, config=_config("signal:SIGHUP")), V1
+    )
+    new = desired_replicas(
+        make_spec(replicas=2, secrets={"PW": new_secret}, config=_config("signal:SIGHUP")), V2
+    )
+
+    actions = plan_service(
+        new, [actual(old[0]), actual(new[1], labels={LABEL_CONFIG_VERSION: V1})], {}, "SIGHUP"
+    )
+
+    assert [(a.kind, a.changed) for a in actions] == [("recreate", ("secrets",)), ("signal", ())]
+    for action in actions:
+        assert old_secret not in str(action.describe())
+        assert new_secret not in str(action.describe())

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dockerops.replicas import (
+    LABEL_CONFIG_VERSION,
     LABEL_ENVIRONMENT,
     LABEL_IMAGE,
     LABEL_INPUTS,
@@ -17,6 +18,7 @@ from dockerops.replicas import (
     LABEL_SERVICE,
     LABEL_SPEC_HASH,
     ActualReplica,
+    Mount,
     PublishedPort,
     actual_from_list_entry,
     container_name,
@@ -330,3 +332,260 @@ def test_null_labels_are_tolerated() -> None:
 )
 def test_health_is_parsed_from_the_status(status: str, health: str | None) -> None:
     assert actual_from_list_entry({"Status": status}).health == health
+
+
+# --- config directories, secrets, data, logging, healthcheck ---------------------------------
+
+CONFIG_ROOT = "/srv/dockerops/web/config"
+V1, V2 = "0123456789abcdef", "fedcba9876543210"
+
+
+def _config(on_change: str = "rolling", **fields: Any) -> dict[str, Any]:
+    return {
+        "path": "/etc/web",
+        "files": {"web.conf": {"contents": "listen 80"}},
+        "on_change": on_change,
+        **fields,
+    }
+
+
+@pytest.mark.parametrize("on_change", ["rolling", "restart"])
+def test_pinned_config_mounts_its_version_read_only(make_spec: MakeSpec, on_change: str) -> None:
+    spec = make_spec(replicas=2, config=_config(on_change))
+
+    replicas = desired_replicas(spec, V1)
+
+    for replica in replicas:
+        assert replica.mounts == (Mount(f"{CONFIG_ROOT}/..{V1}", "/etc/web", True),)
+        assert replica.config_version == V1
+        assert replica.config_live is False
+
+
+@pytest.mark.parametrize("on_change", ["rolling", "restart"])
+def test_pinned_config_version_changes_exactly_the_config_input(
+    make_spec: MakeSpec, on_change: str
+) -> None:
+    spec = make_spec(
+        replicas=2,
+        config=_config(on_change),
+        data=[{"host": "/srv/dockerops/web/data", "container": "/data"}],
+    )
+
+    before, after = desired_replicas(spec, V1), desired_replicas(spec, V2)
+
+    for old, new in zip(before, after, strict=True):
+        old_inputs, new_inputs = dict(old.inputs), dict(new.inputs)
+        assert old_inputs.keys() == new_inputs.keys()
+        assert {key for key in old_inputs if old_inputs[key] != new_inputs[key]} == {"config"}
+        assert old.spec_hash != new.spec_hash
+
+
+@pytest.mark.parametrize("on_change", ["signal:SIGHUP", "signal:usr1", "none"])
+def test_live_config_mounts_the_root_and_its_version_changes_no_input(
+    make_spec: MakeSpec, on_change: str
+) -> None:
+    spec = make_spec(replicas=2, config=_config(on_change))
+
+    before, after = desired_replicas(spec, V1), desired_replicas(spec, V2)
+
+    for old, new in zip(before, after, strict=True):
+        assert new.mounts == (Mount(CONFIG_ROOT, "/etc/web", True),)
+        assert (old.config_version, new.config_version) == (V1, V2)
+        assert old.config_live and new.config_live
+        assert old.inputs == new.inputs
+        assert old.spec_hash == new.spec_hash
+
+
+def test_live_config_without_a_version_is_fine(make_spec: MakeSpec) -> None:
+    (replica,) = desired_replicas(make_spec(config=_config("signal:SIGHUP")))
+
+    assert replica.config_version is None
+    assert LABEL_CONFIG_VERSION not in replica.docker_labels()
+
+
+def test_pinned_config_without_a_version_raises(make_spec: MakeSpec) -> None:
+    with pytest.raises(ValueError, match="service web: the config version is not known"):
+        desired_replicas(make_spec(config=_config("rolling")))
+
+
+def test_a_config_version_without_a_config_is_ignored(make_spec: MakeSpec) -> None:
+    (plain,) = desired_replicas(make_spec())
+    (versioned,) = desired_replicas(make_spec(), V1)
+
+    assert versioned == plain
+    assert versioned.config_version is None
+    assert "config" not in dict(versioned.inputs)
+
+
+def test_config_root_is_mounted_from_an_explicit_root(make_spec: MakeSpec) -> None:
+    spec = make_spec(config=_config("rolling", root="/srv/dockerops/shared/web"))
+
+    (replica,) = desired_replicas(spec, V1)
+
+    assert replica.mounts == (Mount(f"/srv/dockerops/shared/web/..{V1}", "/etc/web", True),)
+
+
+def test_docker_labels_carry_the_config_version(make_spec: MakeSpec) -> None:
+    (pinned,) = desired_replicas(make_spec(config=_config("rolling")), V1)
+    (live,) = desired_replicas(make_spec(config=_config("signal:SIGHUP")), V2)
+    (plain,) = desired_replicas(make_spec())
+
+    assert pinned.docker_labels()[LABEL_CONFIG_VERSION] == V1
+    assert live.docker_labels()[LABEL_CONFIG_VERSION] == V2
+    assert LABEL_CONFIG_VERSION not in plain.docker_labels()
+
+
+def test_config_version_round_trips_through_the_list_api(
+    make_spec: MakeSpec, list_entry: ListEntry
+) -> None:
+    (replica,) = desired_replicas(make_spec(config=_config("rolling")), V1)
+
+    assert actual_from_list_entry(list_entry(replica)).config_version == V1
+    assert actual_from_list_entry({"Labels": {}}).config_version == ""
+
+
+def test_secrets_go_into_the_container_env(make_spec: MakeSpec) -> None:
+    (replica,) = desired_replicas(make_spec(env={"A": "1"}, secrets={"DB_PASSWORD": "pw"}))
+
+    assert replica.env == (("A", "1"), ("DB_PASSWORD", "pw"))
+    assert "secrets" in dict(replica.inputs)
+
+
+def test_data_mounts_come_before_the_config_mount(make_spec: MakeSpec) -> None:
+    spec = make_spec(
+        config=_config("rolling"),
+        data=[
+            {"host": "/srv/dockerops/web/data", "container": "/data"},
+            {"host": "/var/log/dockerops/web", "container": "/var/log/web", "read_only": True},
+        ],
+    )
+
+    (replica,) = desired_replicas(spec, V1)
+
+    assert replica.mounts == (
+        Mount("/srv/dockerops/web/data", "/data", False),
+        Mount("/var/log/dockerops/web", "/var/log/web", True),
+        Mount(f"{CONFIG_ROOT}/..{V1}", "/etc/web", True),
+    )
+
+
+def test_logging_and_healthcheck_of_the_replica(make_spec: MakeSpec) -> None:
+    spec = make_spec(
+        logging={"options": {"max-size": "50m"}},
+        healthcheck={"test": ["curl", "-f", "http://localhost/"], "interval": "500ms"},
+    )
+
+    (replica,) = desired_replicas(spec)
+
+    assert replica.log_driver == "json-file"
+    assert replica.log_options == (("max-file", "3"), ("max-size", "50m"))
+    assert replica.docker_healthcheck() == {
+        "test": ["CMD", "curl", "-f", "http://localhost/"],
+        "interval": 500_000_000,
+        "timeout": 3_000_000_000,
+        "retries": 3,
+        "start_period": 0,
+    }
+
+
+def test_no_healthcheck(make_spec: MakeSpec) -> None:
+    (replica,) = desired_replicas(make_spec())
+
+    assert replica.healthcheck is None
+    assert replica.docker_healthcheck() is None
+    assert "healthcheck" not in dict(replica.inputs)
+
+
+DATA = {"host": "/srv/dockerops/web/data", "container": "/data"}
+FULL = {
+    "replicas": 2,
+    "env": {"A": "1"},
+    "secrets": {"DB_PASSWORD": "old-pw"},
+    "config": _config("rolling"),
+    "data": [DATA],
+    "logging": {"driver": "json-file", "options": {"max-size": "10m"}},
+    "healthcheck": {"test": "true", "interval": "2s"},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "changed_input"),
+    [
+        ({"secrets": {"DB_PASSWORD": "new-pw"}}, "secrets"),
+        ({"secrets": {"DB_PASSWORD": "old-pw", "OTHER": "x"}}, "secrets"),
+        ({"env": {"A": "2"}}, "env"),
+        ({"data": [{"host": "/srv/dockerops/web/other", "container": "/data"}]}, "mounts"),
+        ({"data": [{"host": "/srv/dockerops/web/data", "container": "/var/data"}]}, "mounts"),
+        ({"data": [{**DATA, "read_only": True}]}, "mounts"),
+        ({"config": _config("rolling", path="/etc/web2")}, "config"),
+        ({"config": _config("rolling", root="/srv/dockerops/elsewhere")}, "config"),
+        ({"config": _config("signal:SIGHUP")}, "config"),
+        ({"logging": {"driver": "json-file", "options": {"max-size": "20m"}}}, "logging"),
+        ({"logging": {"driver": "local"}}, "logging"),
+        ({"healthcheck": {"test": "true", "interval": "3s"}}, "healthcheck"),
+        ({"healthcheck": {"test": "false", "interval": "2s"}}, "healthcheck"),
+        ({"healthcheck": {"test": "true", "interval": "2s", "retries": 5}}, "healthcheck"),
+    ],
+)
+def test_each_new_input_changes_exactly_its_entry(
+    make_spec: MakeSpec, change: dict[str, Any], changed_input: str
+) -> None:
+    before = desired_replicas(make_spec(**FULL), V1)
+    after = desired_replicas(make_spec(**{**FULL, **change}), V1)
+
+    for old, new in zip(before, after, strict=True):
+        old_inputs, new_inputs = dict(old.inputs), dict(new.inputs)
+        assert old_inputs.keys() == new_inputs.keys()
+        assert {key for key in old_inputs if old_inputs[key] != new_inputs[key]} == {changed_input}
+        assert old.spec_hash != new.spec_hash
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"config": _config("restart")},
+        {"config": _config("rolling", keep=10)},
+        {"config": {**_config("rolling"), "files": {"other": {"contents": "changed"}}}},
+        {"update": {"health_timeout": "5m", "min_healthy_time": "10s", "rollback": False}},
+    ],
+    ids=["rolling-to-restart", "keep", "files-without-new-version", "update-policy"],
+)
+def test_changes_that_recreate_nothing(make_spec: MakeSpec, change: dict[str, Any]) -> None:
+    # The files reach a container through the config version only; how
+    # replicas are replaced is not part of any container.
+    before = desired_replicas(make_spec(**FULL), V1)
+    after = desired_replicas(make_spec(**{**FULL, **change}), V1)
+
+    assert [r.inputs for r in after] == [r.inputs for r in before]
+    assert [r.spec_hash for r in after] == [r.spec_hash for r in before]
+
+
+@pytest.mark.parametrize(
+    ("change", "added"),
+    [
+        ({"secrets": {"PW": "x"}}, {"secrets"}),
+        ({"data": [{"host": "/srv/dockerops/web/data", "container": "/data"}]}, {"mounts"}),
+        ({"healthcheck": {"test": "true"}}, {"healthcheck"}),
+        ({"config": _config("rolling")}, {"config"}),
+        ({"config": _config("none")}, {"config"}),
+    ],
+)
+def test_optional_inputs_appear_only_when_set(
+    make_spec: MakeSpec, change: dict[str, Any], added: set[str]
+) -> None:
+    (plain,) = desired_replicas(make_spec())
+    (more,) = desired_replicas(make_spec(**change), V1)
+
+    assert dict(more.inputs).keys() - dict(plain.inputs).keys() == added
+
+
+def test_repr_never_contains_env_or_secret_values(make_spec: MakeSpec) -> None:
+    env_value, secret = "env-v4lue-Pa55", "s3cr3t-Pa55word"
+    spec = make_spec(env={"API_KEY": env_value}, secrets={"DB_PASSWORD": secret})
+
+    (replica,) = desired_replicas(spec)
+
+    assert dict(replica.env) == {"API_KEY": env_value, "DB_PASSWORD": secret}
+    for text in (repr(replica), str(replica), json.dumps(replica.docker_labels())):
+        assert env_value not in text
+        assert secret not in text
