@@ -110,7 +110,7 @@ def status(name=None):
         salt '*' dockerops.status
         salt '*' dockerops.status web
     """
-    return _status.replica_status(_docker(), name)
+    return _status.replica_status(_docker(), name, _records.state_dir(__opts__))
 
 
 def apply(name=None, test=None):

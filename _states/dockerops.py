@@ -49,6 +49,10 @@ def _touched_key(name):
     return f"dockerops.touched.{name}"
 
 
+def _config_key(name):
+    return f"dockerops.config_reported.{name}"
+
+
 def _spec_of(name, overrides):
     overrides = {k: v for k, v in overrides.items() if not k.startswith("__")}
     return _spec.load_service(__pillar__, name, overrides)
@@ -92,12 +96,16 @@ def running(name, **overrides):
     try:
         spec = _spec_of(name, overrides)
         rendered = _render.render_service_config(spec, __salt__, __env__)
+        reported = rendered is not None and (
+            __context__.get(_config_key(name)) == rendered.version
+        )
         result = _converge.converge(
             _host.minion_host(__opts__, __context__),
             spec,
             rendered,
             state_dir=_records.state_dir(__opts__),
             test=__opts__["test"],
+            config_reported=reported,
         )
     except (CommandExecutionError, SaltInvocationError) as err:
         return _fail(ret, err)
@@ -135,6 +143,8 @@ def config_managed(name, **overrides):
         host = _host.minion_host(__opts__, __context__)
         store = _config.ConfigStore(spec.config_root)
         current = store.current()
+        # dockerops.running in this run need not report this version again.
+        __context__[_config_key(name)] = rendered.version
         if current == rendered.version and store.has(rendered.version):
             ret["comment"] = f"Config of {name} is at version {current}"
             return ret
@@ -156,9 +166,14 @@ def config_managed(name, **overrides):
     return ret
 
 
-def absent(name):
+def absent(name, remove_config=False):
     """
     Ensure no container of service ``name`` runs on this minion.
+
+    remove_config
+        Also delete the service's config directory (all its versions). Its
+        location is read from pillar, so the service must still be declared
+        there; data directories are never touched.
 
     .. code-block:: yaml
 
@@ -168,6 +183,10 @@ def absent(name):
     """
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
     try:
+        store = None
+        if remove_config:
+            spec = _spec.load_service(__pillar__, name)
+            store = _config.ConfigStore(spec.config_root) if spec.config_root else None
         result = _converge.remove_service(
             _host.minion_host(__opts__, __context__), name, test=__opts__["test"]
         )
@@ -178,6 +197,12 @@ def absent(name):
     ret["result"] = result.result
     if not result.actions:
         ret["comment"] = f"Service {name} has no containers on this host"
+    if store is not None and store.root.exists() and result.result is not False:
+        ret["changes"]["config"] = {"removed": str(store.root)}
+        if __opts__["test"]:
+            ret["result"] = None
+        else:
+            store.remove()
     return ret
 
 

@@ -147,14 +147,21 @@ class ConfigStore:
                     out[str(path.relative_to(base))] = path.read_bytes()
         return out
 
+    def modes(self, version: str) -> dict[str, int]:
+        base = self.version_dir(version)
+        return {name: (base / name).stat().st_mode & 0o7777 for name in self.read(version)}
+
     def diff(self, rendered: RenderedConfig, secrets: Iterable[str] = ()) -> dict[str, object]:
         """Changes from the current version to ``rendered``, per file.
 
         Diffs of files with ``show_diff: False`` are withheld, and any secret
-        value of the service is masked in the rest.
+        value of the service is masked in the rest (before diffing, so a
+        multi-line secret is masked whole).
         """
+        secrets = list(secrets)
         current = self.current()
         old = self.read(current) if current else {}
+        old_modes = self.modes(current) if current else {}
         new = rendered.by_name()
         changes: dict[str, object] = {}
         for name in sorted(set(old) | set(new)):
@@ -163,24 +170,28 @@ class ConfigStore:
                 continue
             item = new[name]
             if name not in old:
-                changes[name] = (
-                    "added"
-                    if not item.show_diff
-                    else {"added": redact(_text(item.content), secrets)}
-                )
+                if item.show_diff:
+                    changes[name] = {"added": redact(_text(item.content), secrets)}
+                else:
+                    changes[name] = "added"
                 continue
-            if old[name] == item.content:
-                continue
-            if not item.show_diff:
-                changes[name] = "changed (diff hidden: show_diff is false)"
-                continue
-            lines = difflib.unified_diff(
-                _text(old[name]).splitlines(keepends=True),
-                _text(item.content).splitlines(keepends=True),
-                fromfile=f"{name} ({current})",
-                tofile=f"{name} ({rendered.version})",
-            )
-            changes[name] = {"diff": redact("".join(lines), secrets)}
+            change: dict[str, object] = {}
+            if old_modes.get(name) != item.mode:
+                old_mode = f"{old_modes.get(name, 0):04o}"
+                change["mode"] = {"old": old_mode, "new": f"{item.mode:04o}"}
+            if old[name] != item.content:
+                if not item.show_diff:
+                    change["diff"] = "(hidden: show_diff is false)"
+                else:
+                    lines = difflib.unified_diff(
+                        redact(_text(old[name]), secrets).splitlines(keepends=True),
+                        redact(_text(item.content), secrets).splitlines(keepends=True),
+                        fromfile=f"{name} ({current})",
+                        tofile=f"{name} ({rendered.version})",
+                    )
+                    change["diff"] = "".join(lines) or "(only masked secrets changed)"
+            if change:
+                changes[name] = change
         return changes
 
     def write(self, rendered: RenderedConfig) -> bool:
@@ -223,9 +234,11 @@ class ConfigStore:
         names = {p.split("/", 1)[0] for p in self.read(version)}
         for name in names:
             link = self.root / name
+            if not link.is_symlink() and link.exists():
+                raise ConfigError(f"{link} is in the way of the config directory's {name}")
+        for name in names:
+            link = self.root / name
             if not link.is_symlink():
-                if link.exists():
-                    raise ConfigError(f"{link} is in the way of the config directory's {name}")
                 os.symlink(f"{CURRENT}/{name}", link)
         tmp_link = self.root / f"..tmp-data-{os.getpid()}-{time.monotonic_ns()}"
         os.symlink(f"{VERSION_PREFIX}{version}", tmp_link)
@@ -239,6 +252,10 @@ class ConfigStore:
                 path.unlink()
         _fsync_dir(self.root)
         return True
+
+    def remove(self) -> None:
+        """Delete the whole config root (every version)."""
+        shutil.rmtree(self.root)
 
     def prune(self, keep: int, in_use: Iterable[str] = ()) -> list[str]:
         """Remove old versions: keep the current one, those in use, and ``keep`` newest."""

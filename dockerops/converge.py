@@ -110,15 +110,20 @@ def converge(
     rendered: RenderedConfig | None = None,
     state_dir: str = DEFAULT_STATE_DIR,
     test: bool = False,
+    config_reported: bool = False,
 ) -> ServiceResult:
-    """Make ``host`` run ``spec`` (with ``rendered`` config). Under ``test`` touch nothing."""
+    """Make ``host`` run ``spec`` (with ``rendered`` config). Under ``test`` touch nothing.
+
+    ``config_reported``: a ``config_managed`` state of this run already reported
+    (and, unless testing, wrote) this config version; it is not reported twice.
+    """
     if spec.config is not None and rendered is None:
         raise ValueError(f"service {spec.name} has a config directory: pass its rendering")
     version = rendered.version if rendered else None
     store = _store(spec)
     actions = plan(host, spec, version, state_dir)
     outcome = ServiceResult(spec.name, spec.replicas, actions)
-    if store is not None and rendered is not None:
+    if store is not None and rendered is not None and not config_reported:
         current = store.current()
         if current != rendered.version or not store.has(rendered.version):
             outcome.config_changes = {

@@ -48,7 +48,9 @@ class ServiceRecord:
             raise
 
     def config_seen(self) -> dict[str, str]:
-        seen = self.load().get("config_seen") or {}
+        seen = self.load().get("config_seen")
+        if not isinstance(seen, dict):
+            return {}
         return {str(k): str(v) for k, v in seen.items()}
 
     def set_config_seen(self, seen: dict[str, str]) -> None:

@@ -35,7 +35,6 @@ and the offending value, all at once, before anything is touched. Values of
 from __future__ import annotations
 
 import difflib
-import itertools
 import posixpath
 import re
 import signal
@@ -98,6 +97,11 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+def _normpath(path: str) -> str:
+    """posixpath.normpath, but '//x' (which POSIX keeps) is '/x' here."""
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
 def _under(path: str, roots: list[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
@@ -108,9 +112,9 @@ def _host_path(value: str, info: ValidationInfo) -> str:
         raise ValueError("host paths must be absolute")
     if "\0" in value:
         raise ValueError("host paths cannot contain NUL")
-    normal = posixpath.normpath(value)
+    normal = _normpath(value)
     allowed = list((info.context or {}).get("allowed_host_paths") or DEFAULT_ALLOWED_HOST_PATHS)
-    if not _under(normal, [posixpath.normpath(root) for root in allowed]):
+    if not _under(normal, [_normpath(root) for root in allowed]):
         raise ValueError(f"{normal} is outside dockerops:allowed_host_paths ({', '.join(allowed)})")
     return normal
 
@@ -118,7 +122,7 @@ def _host_path(value: str, info: ValidationInfo) -> str:
 def _container_path(value: str) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ValueError("container paths must be absolute")
-    normal = posixpath.normpath(value)
+    normal = _normpath(value)
     if normal == "/":
         raise ValueError("cannot mount over the container's root")
     return normal
@@ -232,11 +236,15 @@ class ConfigSpec(_Model):
                 or "\0" in name
             ):
                 raise ValueError(f"{name!r}: config file names are relative paths without '..'")
+            if normal in out:
+                raise ValueError(f"{name!r} names the same file as another entry")
             out[normal] = item
-        names = sorted(out)
-        for first, second in itertools.pairwise(names):
-            if second.startswith(first + "/"):
-                raise ValueError(f"{first!r} is both a file and a directory")
+        for name in out:
+            parts = name.split("/")
+            for depth in range(1, len(parts)):
+                parent = "/".join(parts[:depth])
+                if parent in out:
+                    raise ValueError(f"{parent!r} is both a file and a directory")
         return out
 
     @property
@@ -469,7 +477,7 @@ class PillarRoot(_Model):
     def _allowed(cls, value: list[str]) -> list[str]:
         out = []
         for path in value:
-            normal = posixpath.normpath(path)
+            normal = _normpath(path) if isinstance(path, str) else ""
             if not path.startswith("/") or normal == "/":
                 raise ValueError(f"{path!r}: allowed host paths are absolute and not /")
             out.append(normal)
@@ -574,10 +582,14 @@ def _problems(
             out.append(f"{path}: unknown key{_did_you_mean(loc[-1], fields)}")
             continue
         message = str(item["msg"]).removeprefix("Value error, ")
-        if (loc and loc[0] in _HIDDEN_VALUES) or loc[:2] == ["config", "files"]:
+        value = item.get("input")
+        hidden = (loc and loc[0] in _HIDDEN_VALUES) or loc[:2] == ["config", "files"]
+        # Only scalars are echoed: a mapping or list may hold env, secrets or
+        # config contents, and is too long to help anyway.
+        if hidden or item["type"] == "missing" or isinstance(value, (Mapping, list, tuple)):
             out.append(f"{path}: {message}")
         else:
-            out.append(f"{path}: {message} (got {_show(item.get('input'))})")
+            out.append(f"{path}: {message} (got {_show(value)})")
     return out
 
 

@@ -6,14 +6,21 @@ from typing import Any
 
 from .host import DockerHost
 from .plan import plan_service
+from .records import DEFAULT_STATE_DIR, ServiceRecord
 from .replicas import desired_replicas
 from .spec import ServiceSpec
 
 
-def replica_status(host: DockerHost, service: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Per service, per replica: container, image, state, health, restart count."""
+def replica_status(
+    host: DockerHost, service: str | None = None, state_dir: str = DEFAULT_STATE_DIR
+) -> dict[str, list[dict[str, Any]]]:
+    """Per service, per replica: container, image, state, health, restart count,
+    and the config version it runs (for live-mounted config: the one it loaded)."""
     out: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[str, dict[str, str]] = {}
     for container in sorted(host.managed(service), key=lambda c: (c.service, c.index or 0)):
+        if container.service not in seen:
+            seen[container.service] = ServiceRecord(state_dir, container.service).config_seen()
         details = host.inspect(container.id)
         state = details.get("State") or {}
         health = (state.get("Health") or {}).get("Status")
@@ -27,7 +34,9 @@ def replica_status(host: DockerHost, service: str | None = None) -> dict[str, li
                 "health": health,
                 "restart_count": int(details.get("RestartCount") or 0),
                 "started_at": state.get("StartedAt"),
-                "config_version": container.config_version or None,
+                "config_version": seen[container.service].get(container.id)
+                or container.config_version
+                or None,
                 "environment": container.environment,
             }
         )

@@ -21,6 +21,7 @@ def minion_opts(tmp_path_factory: pytest.TempPathFactory, docker_url: str) -> di
 
     root = tmp_path_factory.mktemp("minion")
     (root / "pillar").mkdir()
+    (root / "states").mkdir()
     opts = salt.config.minion_config(None)
     opts.update(
         {
@@ -31,7 +32,7 @@ def minion_opts(tmp_path_factory: pytest.TempPathFactory, docker_url: str) -> di
             "sock_dir": str(root / "sock"),
             "extension_modules": str(root / "extmods"),
             "file_client": "local",
-            "file_roots": {"base": [str(REPO / "salt")]},
+            "file_roots": {"base": [str(REPO / "salt"), str(root / "states")]},
             "pillar_roots": {"base": [str(root / "pillar")]},
             "module_dirs": [str(REPO / "_modules")],
             "states_dirs": [str(REPO / "_states")],
@@ -62,6 +63,12 @@ def salt(session_loaders: Loaders) -> Iterator[Any]:
     session_loaders.set_pillar = set_pillar
     yield session_loaders
     session_loaders.reset_state()
+
+
+@pytest.fixture
+def state_tree(minion_opts: dict[str, Any]) -> Path:
+    """A file_roots directory for test SLS files (state.sls honours test=True)."""
+    return Path(minion_opts["file_roots"]["base"][1])
 
 
 @pytest.fixture

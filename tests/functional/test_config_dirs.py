@@ -190,8 +190,47 @@ def test_test_mode_reports_a_config_change_and_touches_nothing(
     assert ids(docker_client, service_name) == before
     assert sorted(p.name for p in root.iterdir()) == versions_before
 
+    salt.context.clear()  # a new run
     real = running(salt, service_name)
-    assert {k: v for k, v in real["changes"].items()} == dry["changes"]
+    assert real["changes"] == dry["changes"]
+
+
+def test_formula_flow_reports_the_same_changes_under_test(
+    salt, docker_client, demo_images, service_name, host_root, state_tree
+):
+    """config_managed then running (as services.sls does): test=True == real."""
+    pillar = config_pillar(
+        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "a\n"}}
+    )
+    sls = f"""
+config:
+  dockerops.config_managed:
+    - name: {service_name}
+service:
+  dockerops.running:
+    - name: {service_name}
+    - require:
+      - dockerops: config
+"""
+
+    (state_tree / f"{service_name}.sls").write_text(sls)
+
+    def run(test):
+        return {r.id: r.changes for r in salt.modules.state.sls(service_name, test=test)}
+
+    salt.set_pillar(pillar)
+    assert run(False)["service"]
+    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
+        "contents": "b\n"
+    }
+    salt.set_pillar(pillar)
+    before = ids(docker_client, service_name)
+    dry = run(True)
+    assert ids(docker_client, service_name) == before
+    assert set(dry["config"]) == {"version", "files"}
+    # The config change is reported once, by config_managed.
+    assert set(dry["service"]) == {f"{service_name}-1", f"{service_name}-2"}
+    assert run(False) == dry
 
 
 def test_signal_policy_reloads_without_restarting(
@@ -411,4 +450,73 @@ def test_data_mount_outside_the_allowlist_is_refused(
     ret = running(salt, service_name)
     assert ret["result"] is False
     assert f"dockerops:services:{service_name}:data:0:host: / is outside" in ret["comment"]
+    assert containers(docker_client, service_name) == {}
+
+
+def test_restart_module_is_rolling_and_health_gated(
+    salt, docker_client, demo_images, service_name, host_root
+):
+    pillar = config_pillar(
+        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "x\n"}}
+    )
+    salt.set_pillar(pillar)
+    assert running(salt, service_name)["result"] is True
+    before = ids(docker_client, service_name)
+    dry = salt.modules.dockerops.restart(service_name, test=True)
+    assert dry["result"] is None
+    assert ids(docker_client, service_name) == before
+    out = salt.modules.dockerops.restart(service_name)
+    assert out["result"] is True, out["comment"]
+    assert out["changes"] == {
+        f"{service_name}-1": {"restarted": True},
+        f"{service_name}-2": {"restarted": True},
+    }
+    after = ids(docker_client, service_name)
+    assert {n: v[0] for n, v in after.items()} == {n: v[0] for n, v in before.items()}
+    one, two = (_timestamp(after[f"{service_name}-{i}"][1]) for i in (1, 2))
+    assert two - one > 1  # replica 2 waited for replica 1 to be healthy again
+
+
+def test_status_reports_the_version_a_signalled_replica_loaded(
+    salt, docker_client, demo_images, service_name, host_root
+):
+    pillar = config_pillar(
+        service_name,
+        demo_images["repository"],
+        host_root,
+        {"app.conf": {"contents": "one\n"}},
+        on_change="signal:SIGHUP",
+        replicas=1,
+    )
+    salt.set_pillar(pillar)
+    assert running(salt, service_name)["result"] is True
+    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
+        "contents": "two\n"
+    }
+    salt.set_pillar(pillar)
+    new = running(salt, service_name)["changes"]["config"]["version"]["new"]
+    (replica,) = salt.modules.dockerops.status(service_name)[service_name]
+    assert replica["config_version"] == new
+
+
+def test_absent_can_remove_the_config_directory(
+    salt, docker_client, demo_images, service_name, host_root
+):
+    pillar = config_pillar(
+        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "x\n"}}
+    )
+    salt.set_pillar(pillar)
+    assert running(salt, service_name)["result"] is True
+    root = host_root / service_name / "config"
+    kept = state_return(salt.states.dockerops.absent(name=service_name))
+    assert "config" not in kept["changes"] and root.is_dir()
+    assert running(salt, service_name)["result"] is True
+    dry = state_return(
+        salt.states.dockerops.absent(name=service_name, remove_config=True, test=True)
+    )
+    assert dry["result"] is None and root.is_dir()
+    gone = state_return(salt.states.dockerops.absent(name=service_name, remove_config=True))
+    assert gone["result"] is True
+    assert gone["changes"]["config"] == {"removed": str(root)}
+    assert not root.exists()
     assert containers(docker_client, service_name) == {}

@@ -10,6 +10,9 @@ import pytest
 from dockerops.errors import SpecError
 from dockerops.spec import deep_merge, load_service, load_services, service_names
 
+# The problem must not echo the value (lists, mappings, env, missing fields).
+HIDDEN = "<hidden>"
+
 WEB = "dockerops:services:web"
 
 
@@ -288,7 +291,7 @@ _BAD_RESTART = "expected no, always, unless-stopped, on-failure or on-failure:N"
         ({"env": {"A": None}}, "env", "A: values must be strings or numbers", None),
         ({"env": {"A": {"b": 1}}}, "env", "A: values must be strings or numbers", None),
         ({"env": {"A": ["x"]}}, "env", "A: values must be strings or numbers", None),
-        ({"env": "A=1"}, "env", "valid dictionary", "'A=1'"),
+        ({"env": "A=1"}, "env", "valid dictionary", HIDDEN),
         # labels
         ({"labels": {"version": 2}}, "labels:version", "valid string", "2"),
         # command
@@ -299,13 +302,13 @@ _BAD_RESTART = "expected no, always, unless-stopped, on-failure or on-failure:N"
             {"ports": [{"container": 80}, {"container": 80}]},
             "ports",
             "container port 80/tcp listed twice",
-            None,
+            HIDDEN,
         ),
         (
             {"ports": [{"container": 53, "protocol": "udp"}, {"container": 53, "protocol": "udp"}]},
             "ports",
             "container port 53/udp listed twice",
-            None,
+            HIDDEN,
         ),
         ({"ports": [{"container": 0}]}, "ports:0:container", "greater than or equal to 1", "0"),
         (
@@ -327,7 +330,7 @@ _BAD_RESTART = "expected no, always, unless-stopped, on-failure or on-failure:N"
             "'tcp' or 'udp'",
             "'sctp'",
         ),
-        ({"ports": [{}]}, "ports:0:container", "Field required", None),
+        ({"ports": [{}]}, "ports:0:container", "Field required", HIDDEN),
         ({"ports": [80]}, "ports:0", "valid dictionary", "80"),
         ({"ports": "80"}, "ports", "valid list", "'80'"),
     ],
@@ -341,8 +344,9 @@ def test_invalid_value_names_path_and_value(
     (problem,) = problems
     assert problem.startswith(f"{WEB}:{path}: "), problem
     assert message in problem
-    if path.startswith("env"):
-        # env values may be credentials: never echoed back.
+    if shown == HIDDEN or path.startswith("env"):
+        # env values may be credentials, and mappings or lists may hold them:
+        # only scalar values are echoed back.
         assert " (got " not in problem, problem
     elif shown is not None:
         assert problem.endswith(f" (got {shown})"), problem
