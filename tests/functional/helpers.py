@@ -40,3 +40,29 @@ def state_return(ret: Any) -> dict[str, Any]:
         "changes": ret.changes,
         "comment": str(ret.comment),
     }
+
+
+def container_events(
+    client: docker.DockerClient, service: str, since: float
+) -> list[tuple[str, str]]:
+    """(action, container name) for one service's containers since ``since``, in order.
+
+    Read from the daemon's event log, so tests can assert the order of what
+    happened (a replica healthy before the next one is replaced) without timing.
+    """
+    events = client.events(
+        since=int(since),
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"type": "container", "label": f"io.dockerops.service={service}"},
+    )
+    return [
+        (event["Action"], event["Actor"]["Attributes"].get("name", ""))
+        for event in events
+        if event.get("timeNano", 0) >= since * 1e9
+    ]
+
+
+def first(events: list[tuple[str, str]], action: str, name: str) -> int:
+    """Index of the first event ``action`` of container ``name`` (ValueError if none)."""
+    return events.index((action, name))

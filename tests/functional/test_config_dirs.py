@@ -9,7 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.functional.helpers import containers, http_get, state_return
+from tests.functional.helpers import (
+    container_events,
+    containers,
+    first,
+    http_get,
+    state_return,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -53,20 +59,18 @@ def config_pillar(
     }
 
 
+def edit_file(salt, pillar, service, name, contents):
+    """Change one config file in ``pillar`` and load the new pillar."""
+    pillar["dockerops"]["services"][service]["config"]["files"][name] = {"contents": contents}
+    salt.set_pillar(pillar)
+
+
 def running(salt, name, **kwargs):
     return state_return(salt.states.dockerops.running(name=name, **kwargs))
 
 
 def ids(client, name):
     return {n: (c.id, c.attrs["State"]["StartedAt"]) for n, c in containers(client, name).items()}
-
-
-def _timestamp(docker_time: str) -> float:
-    """Docker's RFC 3339 nanosecond timestamps -> seconds since the epoch."""
-    from datetime import datetime
-
-    main, _, fraction = docker_time.rstrip("Z").partition(".")
-    return datetime.fromisoformat(main + "+00:00").timestamp() + float("0." + (fraction or "0"))
 
 
 def exec_cat(client, container_name, path):
@@ -125,14 +129,12 @@ def test_config_change_restarts_exactly_that_services_replicas(
         assert running(salt, service_name)["result"] is True
         assert running(salt, other)["result"] is True
         mine_before, other_before = ids(docker_client, service_name), ids(docker_client, other)
+        since = time.time()
         old_version = containers(docker_client, service_name)[f"{service_name}-1"].labels[
             "io.dockerops.config-version"
         ]
 
-        pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
-            "contents": "v=2\n"
-        }
-        salt.set_pillar(pillar)
+        edit_file(salt, pillar, service_name, "app.conf", "v=2\n")
         ret = running(salt, service_name)
         assert ret["result"] is True, ret["comment"]
         new_version = ret["changes"]["config"]["version"]["new"]
@@ -149,14 +151,10 @@ def test_config_change_restarts_exactly_that_services_replicas(
         assert exec_cat(docker_client, f"{service_name}-2", "/etc/app/app.conf") == "v=2\n"
         # The other service: same containers, never restarted.
         assert ids(docker_client, other) == other_before
-        # Rolling: replica 1 was healthy before replica 2 was replaced.
-        started = {
-            n: c.attrs["State"]["StartedAt"]
-            for n, c in containers(docker_client, service_name).items()
-        }
-        assert (
-            _timestamp(started[f"{service_name}-2"]) - _timestamp(started[f"{service_name}-1"]) > 1
-        )
+        # Rolling: the new replica 1 was healthy before replica 2 was stopped.
+        events = container_events(docker_client, service_name, since)
+        one, two = f"{service_name}-1", f"{service_name}-2"
+        assert first(events, "health_status: healthy", one) < first(events, "kill", two)
         # The previous version is kept for rollback.
         assert (host_root / service_name / "config" / f"..{old_version}").is_dir()
     finally:
@@ -176,10 +174,7 @@ def test_test_mode_reports_a_config_change_and_touches_nothing(
     root = host_root / service_name / "config"
     versions_before = sorted(p.name for p in root.iterdir())
 
-    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
-        "contents": "b\n"
-    }
-    salt.set_pillar(pillar)
+    edit_file(salt, pillar, service_name, "app.conf", "b\n")
     dry = running(salt, service_name, test=True)
     assert dry["result"] is None
     assert "+b" in dry["changes"]["config"]["files"]["app.conf"]["diff"]
@@ -220,10 +215,7 @@ service:
 
     salt.set_pillar(pillar)
     assert run(False)["service"]
-    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
-        "contents": "b\n"
-    }
-    salt.set_pillar(pillar)
+    edit_file(salt, pillar, service_name, "app.conf", "b\n")
     before = ids(docker_client, service_name)
     dry = run(True)
     assert ids(docker_client, service_name) == before
@@ -249,10 +241,7 @@ def test_signal_policy_reloads_without_restarting(
     assert running(salt, service_name)["result"] is True
     before = ids(docker_client, service_name)
 
-    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
-        "contents": "two\n"
-    }
-    salt.set_pillar(pillar)
+    edit_file(salt, pillar, service_name, "app.conf", "two\n")
     ret = running(salt, service_name)
     assert ret["result"] is True, ret["comment"]
     new = ret["changes"]["config"]["version"]["new"]
@@ -285,10 +274,7 @@ def test_none_policy_updates_files_and_nothing_else(
     salt.set_pillar(pillar)
     assert running(salt, service_name)["result"] is True
     before = ids(docker_client, service_name)
-    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
-        "contents": "two\n"
-    }
-    salt.set_pillar(pillar)
+    edit_file(salt, pillar, service_name, "app.conf", "two\n")
     ret = running(salt, service_name)
     assert set(ret["changes"]) == {"config"}
     assert ids(docker_client, service_name) == before
@@ -308,18 +294,16 @@ def test_restart_policy_replaces_all_replicas_at_once(
     salt.set_pillar(pillar)
     assert running(salt, service_name)["result"] is True
     before = ids(docker_client, service_name)
-    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
-        "contents": "two\n"
-    }
-    salt.set_pillar(pillar)
+    edit_file(salt, pillar, service_name, "app.conf", "two\n")
+    since = time.time()
     ret = running(salt, service_name)
     assert ret["result"] is True, ret["comment"]
     after = ids(docker_client, service_name)
     assert all(after[n][0] != before[n][0] for n in before)
-    # All at once: the second replica started right after the first, not after
-    # the first became healthy (the image's healthcheck needs >= 1s).
-    first, second = sorted(_timestamp(v[1]) for v in after.values())
-    assert second - first < 0.9
+    # All at once: replica 2 was replaced before the new replica 1 was healthy.
+    events = container_events(docker_client, service_name, since)
+    one, two = f"{service_name}-1", f"{service_name}-2"
+    assert first(events, "create", two) < first(events, "health_status: healthy", one)
 
 
 def test_a_bad_config_version_is_rolled_back(
@@ -339,10 +323,7 @@ def test_a_bad_config_version_is_rolled_back(
     good = first["changes"]["config"]["version"]["new"]
     before = ids(docker_client, service_name)
 
-    pillar["dockerops"]["services"][service_name]["config"]["files"]["health.conf"] = {
-        "contents": "bad\n"
-    }
-    salt.set_pillar(pillar)
+    edit_file(salt, pillar, service_name, "health.conf", "bad\n")
     started = time.monotonic()
     ret = running(salt, service_name)
     assert ret["result"] is False
@@ -388,16 +369,17 @@ service:
     - watch:
       - file: trigger
 """
-    first = salt.modules.state.template_str(
+    initial = salt.modules.state.template_str(
         sls.format(path=trigger, contents="one", name=service_name)
     )
-    results = {r.id: r for r in first}
+    results = {r.id: r for r in initial}
     assert results["service"].result is True, results["service"].comment
     # Created by this run: the watch must not restart them a second time.
     assert set(results["service"].changes) == {f"{service_name}-1", f"{service_name}-2"}
     assert all("created" in c for c in results["service"].changes.values())
     before = ids(docker_client, service_name)
 
+    since = time.time()
     second = salt.modules.state.template_str(
         sls.format(path=trigger, contents="two", name=service_name)
     )
@@ -411,7 +393,9 @@ service:
     # Same containers, restarted (rolling): new StartedAt, replica 1 first.
     assert {n: v[0] for n, v in after.items()} == {n: v[0] for n, v in before.items()}
     assert all(after[n][1] != before[n][1] for n in before)
-    assert _timestamp(after[f"{service_name}-2"][1]) > _timestamp(after[f"{service_name}-1"][1])
+    events = container_events(docker_client, service_name, since)
+    one, two = f"{service_name}-1", f"{service_name}-2"
+    assert first(events, "health_status: healthy", one) < first(events, "kill", two)
 
 
 @pytest.mark.parametrize(
@@ -465,6 +449,7 @@ def test_restart_module_is_rolling_and_health_gated(
     dry = salt.modules.dockerops.restart(service_name, test=True)
     assert dry["result"] is None
     assert ids(docker_client, service_name) == before
+    since = time.time()
     out = salt.modules.dockerops.restart(service_name)
     assert out["result"] is True, out["comment"]
     assert out["changes"] == {
@@ -473,8 +458,10 @@ def test_restart_module_is_rolling_and_health_gated(
     }
     after = ids(docker_client, service_name)
     assert {n: v[0] for n, v in after.items()} == {n: v[0] for n, v in before.items()}
-    one, two = (_timestamp(after[f"{service_name}-{i}"][1]) for i in (1, 2))
-    assert two - one > 1  # replica 2 waited for replica 1 to be healthy again
+    # Replica 2 was only restarted once replica 1 was healthy again.
+    events = container_events(docker_client, service_name, since)
+    one, two = f"{service_name}-1", f"{service_name}-2"
+    assert first(events, "health_status: healthy", one) < first(events, "kill", two)
 
 
 def test_status_reports_the_version_a_signalled_replica_loaded(
@@ -490,10 +477,7 @@ def test_status_reports_the_version_a_signalled_replica_loaded(
     )
     salt.set_pillar(pillar)
     assert running(salt, service_name)["result"] is True
-    pillar["dockerops"]["services"][service_name]["config"]["files"]["app.conf"] = {
-        "contents": "two\n"
-    }
-    salt.set_pillar(pillar)
+    edit_file(salt, pillar, service_name, "app.conf", "two\n")
     new = running(salt, service_name)["changes"]["config"]["version"]["new"]
     (replica,) = salt.modules.dockerops.status(service_name)[service_name]
     assert replica["config_version"] == new
