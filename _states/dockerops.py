@@ -53,6 +53,21 @@ def _config_key(name):
     return f"dockerops.config_reported.{name}"
 
 
+def _rendered(spec):
+    """The service's rendered config, once per state run (config_managed and
+    running both need it; jinja rendering is the costly part of a no-op run)."""
+    if spec.config is None:
+        return None
+    key = f"dockerops.rendered.{spec.name}"
+    fingerprint = (spec.config.model_dump_json(), __env__)
+    cached = __context__.get(key)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    rendered = _render.render_service_config(spec, __salt__, __env__)
+    __context__[key] = (fingerprint, rendered)
+    return rendered
+
+
 def _spec_of(name, overrides):
     overrides = {k: v for k, v in overrides.items() if not k.startswith("__")}
     return _spec.load_service(__pillar__, name, overrides)
@@ -95,7 +110,7 @@ def running(name, **overrides):
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
     try:
         spec = _spec_of(name, overrides)
-        rendered = _render.render_service_config(spec, __salt__, __env__)
+        rendered = _rendered(spec)
         reported = rendered is not None and (
             __context__.get(_config_key(name)) == rendered.version
         )
@@ -139,8 +154,7 @@ def config_managed(name, **overrides):
         if spec.config is None:
             ret["comment"] = f"Service {name} has no config directory"
             return ret
-        rendered = _render.render_service_config(spec, __salt__, __env__)
-        host = _host.minion_host(__opts__, __context__)
+        rendered = _rendered(spec)
         store = _config.ConfigStore(spec.config_root)
         current = store.current()
         # dockerops.running in this run need not report this version again.
@@ -148,6 +162,7 @@ def config_managed(name, **overrides):
         if current == rendered.version and store.has(rendered.version):
             ret["comment"] = f"Config of {name} is at version {current}"
             return ret
+        host = _host.minion_host(__opts__, __context__)
         ret["changes"] = {
             "version": {"old": current, "new": rendered.version},
             "files": store.diff(rendered, _converge.known_secrets(host, spec)),

@@ -44,7 +44,7 @@ def write_minion_config() -> None:
                 "file_client: local",
                 f"root_dir: {WORK / 'root'}",
                 "file_roots:",
-                f"  base: [{REPO / 'salt'}, {REPO}]",
+                f"  base: [{REPO / 'salt'}]",
                 "pillar_roots:",
                 f"  base: [{REPO / 'pillar'}]",
                 "state_output: changes",

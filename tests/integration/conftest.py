@@ -80,7 +80,7 @@ def salt_master(salt_factories, pillar_dir: Path):
     master = salt_factories.salt_master_daemon(
         "dockerops-master",
         overrides={
-            "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+            "file_roots": {"base": [str(REPO / "salt")]},
             "pillar_roots": {"base": [str(pillar_dir)]},
             "log_level_logfile": "info",
         },

@@ -35,7 +35,7 @@ class Masterless:
             "id": minion_id,
             "file_client": "local",
             "root_dir": str(root / "root"),
-            "file_roots": {"base": [str(REPO / "salt"), str(REPO)]},
+            "file_roots": {"base": [str(REPO / "salt")]},
             "pillar_roots": {"base": [str(self.pillar_dir)]},
             "dockerops.docker_url": docker_url,
             "log_level_logfile": "info",
