@@ -111,9 +111,7 @@ def running(name, **overrides):
     try:
         spec = _spec_of(name, overrides)
         rendered = _rendered(spec)
-        reported = rendered is not None and (
-            __context__.get(_config_key(name)) == rendered.version
-        )
+        reported = rendered is not None and (__context__.get(_config_key(name)) == rendered.version)
         result = _converge.converge(
             _host.minion_host(__opts__, __context__),
             spec,
