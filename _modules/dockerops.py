@@ -19,9 +19,11 @@ try:
     if HAS_LIB:
         from dockerops import client as _client
         from dockerops import converge as _converge
+        from dockerops import history as _history
         from dockerops import host as _host
         from dockerops import records as _records
         from dockerops import render as _render
+        from dockerops import rollout as _rollout
         from dockerops import spec as _spec
         from dockerops import status as _status
     IMPORT_ERROR = "" if HAS_LIB else "the dockerops library is not installed"
@@ -51,6 +53,17 @@ def _docker():
 
 def _test(test):
     return bool(__opts__.get("test", False) if test is None else test)
+
+
+def _progress(service):
+    """Fire ``dockerops/rollout/<service>/<stage>`` events as a rollout moves."""
+    return _rollout.event_progress(__salt__["event.send"], service)
+
+
+def _shape(result):
+    if result.result is False:
+        __context__["retcode"] = 1
+    return {"result": result.result, "comment": result.comment, "changes": result.changes}
 
 
 def version():
@@ -142,18 +155,162 @@ def apply(name=None, test=None):
         try:
             rendered = _render.render_service_config(spec, __salt__)
             result = _converge.converge(
-                host, spec, rendered, state_dir=_records.state_dir(__opts__), test=_test(test)
+                host,
+                spec,
+                rendered,
+                state_dir=_records.state_dir(__opts__),
+                test=_test(test),
+                progress=_progress(spec.name),
+                jid=__opts__.get("jid"),
             )
-            out[spec.name] = {
-                "result": result.result,
-                "comment": result.comment,
-                "changes": result.changes,
-            }
+            out[spec.name] = _shape(result)
         except (CommandExecutionError, SaltInvocationError) as err:
             out[spec.name] = {"result": False, "comment": str(err), "changes": {}}
-        if out[spec.name]["result"] is False:
             __context__["retcode"] = 1
     return out
+
+
+def rolling_update(
+    name,
+    tag=None,
+    test=None,
+    parallelism=None,
+    order=None,
+    health_timeout=None,
+    min_healthy_time=None,
+    rollback=None,
+):
+    """
+    Roll service ``name`` on this host to a new version, health-gated.
+
+    name
+        The service (from pillar).
+
+    tag
+        The version to roll to. Default: the pillar's ``tag``. A tag that
+        differs from pillar lasts until the next highstate, which converges back
+        to pillar's (the return says so).
+
+    test
+        Return the plan (which replicas, in what order, from what to what) and
+        touch nothing.
+
+    parallelism, order, health_timeout, min_healthy_time, rollback
+        Override the service's ``update`` settings for this rollout:
+        replicas replaced at a time (default 1), ``start-first`` (default: a
+        replacement starts in a spare slot before the replica it replaces stops)
+        or ``stop-first``, how long a replacement may take to become healthy,
+        how long it must then stay healthy without restarting (default and
+        minimum: what the healthcheck needs to notice a failure), and whether a
+        failure puts every replaced replica back (default True).
+
+    The image is pulled before any container is touched. One rollout per
+    service runs at a time on a host (a lock); each is recorded in
+    ``dockerops.history``; progress is fired as ``dockerops/rollout/<name>/...``
+    events. A failure returns ``result: False`` and a non-zero exit code.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.rolling_update web
+        salt 'prd-*' dockerops.rolling_update web tag=1.5 test=True
+    """
+    update = {
+        key: value
+        for key, value in {
+            "parallelism": parallelism,
+            "order": order,
+            "health_timeout": health_timeout,
+            "min_healthy_time": min_healthy_time,
+            "rollback": rollback,
+        }.items()
+        if value is not None
+    }
+    overrides = {"update": update} if update else {}
+    if tag is not None:
+        overrides["tag"] = str(tag)
+    pillar_spec = _spec.load_service(__pillar__, name)
+    spec = _spec.load_service(__pillar__, name, overrides)
+    host = _docker()
+    state_dir = _records.state_dir(__opts__)
+    rendered = _render.render_service_config(spec, __salt__)
+    running = sorted({c.image for c in host.managed(name)})
+    test = _test(test)
+    if test:
+        version = rendered.version if rendered else None
+        actions = _converge.plan(host, spec, version, state_dir)
+    result = _converge.converge(
+        host,
+        spec,
+        rendered,
+        state_dir=state_dir,
+        test=test,
+        progress=None if test else _progress(name),
+        jid=__opts__.get("jid"),
+    )
+    out = _shape(result)
+    out["from"] = running[0] if len(running) == 1 else running
+    out["to"] = spec.image_ref
+    out["steps"] = result.steps
+    if result.rolled_back:
+        out["rolled_back"] = result.rolled_back
+    if test:
+        out["plan"] = _rollout.describe_plan(spec, actions)
+    if spec.image_ref != pillar_spec.image_ref:
+        out["note"] = (
+            f"{spec.image_ref} is not pillar's version ({pillar_spec.image_ref}): the next "
+            "highstate will converge back to pillar's unless pillar is changed"
+        )
+    return out
+
+
+def rollback(name, test=None):
+    """
+    Roll service ``name`` back to its last good version on this host.
+
+    The last good version is the newest successful rollout in
+    ``dockerops.history`` to an image other than the one running now; the
+    rollback is a rolling update to it, health-gated like any other.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.rollback web
+    """
+    running = {c.image for c in _docker().managed(name)}
+    entries = _history.History(_records.state_dir(__opts__), name).entries()
+    target = next(
+        (e["to"] for e in reversed(entries) if e.get("result") and e.get("to") not in running),
+        None,
+    )
+    if target is None:
+        raise CommandExecutionError(f"no earlier good version of {name} in its history")
+    repository, _, tag = target.rpartition(":")
+    pillar_spec = _spec.load_service(__pillar__, name)
+    if repository != pillar_spec.image:
+        raise CommandExecutionError(
+            f"the last good version {target} is not of {pillar_spec.image}; roll it with "
+            "rolling_update after changing pillar"
+        )
+    return rolling_update(name, tag=tag, test=test)
+
+
+def history(name, limit=20):
+    """
+    The rollout history of service ``name`` on this host, newest first.
+
+    Each entry: when, from, to, result, rolled-back replicas, duration (s), jid.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.history web
+    """
+    entries = _history.History(_records.state_dir(__opts__), name).entries(int(limit))
+    return list(reversed(entries))
 
 
 def restart(name, rolling=True, test=None):
@@ -179,10 +336,7 @@ def restart(name, rolling=True, test=None):
         salt '*' dockerops.restart web rolling=False
     """
     spec = _spec.load_service(__pillar__, name)
-    result = _converge.restart_service(_docker(), spec, rolling=rolling, test=_test(test))
-    if result.result is False:
-        __context__["retcode"] = 1
-    return {"result": result.result, "comment": result.comment, "changes": result.changes}
+    return _shape(_converge.restart_service(_docker(), spec, rolling=rolling, test=_test(test)))
 
 
 def remove(name, test=None):
@@ -201,7 +355,4 @@ def remove(name, test=None):
 
         salt '*' dockerops.remove web
     """
-    result = _converge.remove_service(_docker(), name, test=_test(test))
-    if result.result is False:
-        __context__["retcode"] = 1
-    return {"result": result.result, "comment": result.comment, "changes": result.changes}
+    return _shape(_converge.remove_service(_docker(), name, test=_test(test)))

@@ -30,6 +30,7 @@ try:
         from dockerops import host as _host
         from dockerops import records as _records
         from dockerops import render as _render
+        from dockerops import rollout as _rollout
         from dockerops import spec as _spec
 except ImportError:
     HAS_LIB = False
@@ -66,6 +67,11 @@ def _rendered(spec):
     rendered = _render.render_service_config(spec, __salt__, __env__)
     __context__[key] = (fingerprint, rendered)
     return rendered
+
+
+def _progress(service):
+    """Fire ``dockerops/rollout/<service>/<stage>`` events as a rollout moves."""
+    return _rollout.event_progress(__salt__["event.send"], service)
 
 
 def _spec_of(name, overrides):
@@ -119,6 +125,8 @@ def running(name, **overrides):
             state_dir=_records.state_dir(__opts__),
             test=__opts__["test"],
             config_reported=reported,
+            progress=_progress(name),
+            jid=__opts__.get("jid"),
         )
     except (CommandExecutionError, SaltInvocationError) as err:
         return _fail(ret, err)

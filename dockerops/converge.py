@@ -10,20 +10,19 @@ with ``on_change: restart`` replaces all its replicas at once.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ConfigStore, RenderedConfig, redact
-from .errors import DockerError
+from .errors import DockerError, SpecError
+from .history import History, RolloutLock
 from .host import DockerHost
 from .plan import Action, plan_service
 from .records import DEFAULT_STATE_DIR, ServiceRecord
 from .replicas import ActualReplica, desired_replicas
+from .rollout import Progress, RolloutFailed, min_healthy_time, replace
 from .spec import ServiceSpec
-
-
-class RolloutFailed(DockerError):
-    """A replaced replica did not become healthy (details in the message)."""
 
 
 @dataclass
@@ -99,9 +98,8 @@ def plan(
     """The container actions that would converge ``spec`` on ``host`` (reads only)."""
     signal = spec.config.signal if spec.config else None
     seen = ServiceRecord(state_dir, spec.name).config_seen() if signal else {}
-    return plan_service(
-        desired_replicas(spec, config_version), host.managed(spec.name), seen, signal
-    )
+    slots = desired_replicas(spec, config_version, spec.replicas + spec.update.surge)
+    return plan_service(slots, host.managed(spec.name), seen, signal, count=spec.replicas)
 
 
 def converge(
@@ -111,11 +109,19 @@ def converge(
     state_dir: str = DEFAULT_STATE_DIR,
     test: bool = False,
     config_reported: bool = False,
+    progress: Progress | None = None,
+    jid: str | None = None,
 ) -> ServiceResult:
     """Make ``host`` run ``spec`` (with ``rendered`` config). Under ``test`` touch nothing.
 
     ``config_reported``: a ``config_managed`` state of this run already reported
     (and, unless testing, wrote) this config version; it is not reported twice.
+    ``progress(stage, data)`` is told of each step (the Salt face fires events);
+    ``jid`` goes into the rollout lock and the history.
+
+    The image is pulled before any container is touched; the service's rollout
+    lock is held while acting; every run that changed containers is recorded in
+    the service's history.
     """
     if spec.config is not None and rendered is None:
         raise ValueError(f"service {spec.name} has a config directory: pass its rendering")
@@ -136,21 +142,53 @@ def converge(
         outcome.result = None
         return outcome
 
+    notify = progress or (lambda _stage, _data: None)
     previous_version = store.current() if store else None
+    started = time.time()
+    from_images = sorted({a.actual.image for a in actions if a.kind == "recreate" and a.actual})
+    lock = RolloutLock(state_dir, spec.name)
+    lock.acquire(jid, "converge")
     try:
+        if any(a.kind in ("create", "recreate") for a in actions):
+            # A version that cannot be pulled fails here, before any change.
+            touched = [a.index for a in actions if a.kind in ("create", "recreate")]
+            replicas = ", ".join(str(i) for i in touched)
+            host.ensure_image(spec.image_ref, f"service {spec.name} replica {replicas}")
+        settle = min_healthy_time(host, spec) if actions else 0.0
+        notify("start", {"to": spec.image_ref, "actions": [f"{a.kind} {a.name}" for a in actions]})
         if store is not None and rendered is not None:
             store.write(rendered)
             store.activate(rendered.version)
-        _execute(host, spec, actions, outcome)
-    except DockerError as err:
+        _execute(host, spec, actions, outcome, settle, notify, version)
+    except (DockerError, SpecError) as err:
         outcome.result = False
         outcome.errors.append(redact(str(err), known_secrets(host, spec)))
         back_to = outcome.previous_config or previous_version
-        if store is not None and back_to and outcome.rolled_back and store.has(back_to):
+        restore = spec.update.rollback and back_to != (rendered.version if rendered else None)
+        if store is not None and back_to and restore and store.has(back_to):
             store.activate(back_to)
             outcome.steps.append(f"config back to version {back_to}")
     finally:
-        _remember(host, spec, store, state_dir, outcome)
+        try:
+            _remember(host, spec, store, state_dir, outcome)
+        finally:
+            lock.release()
+    if any(a.kind != "signal" for a in actions):
+        History(state_dir, spec.name).append(
+            {
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                "from": from_images[0] if len(from_images) == 1 else from_images or None,
+                "to": spec.image_ref,
+                "config_version": version,
+                "actions": [f"{a.kind} {a.name}" for a in actions],
+                "result": outcome.result is not False,
+                "rolled_back": outcome.rolled_back,
+                "duration": round(time.time() - started, 2),
+                "jid": jid,
+                "error": outcome.errors[0] if outcome.errors else None,
+            }
+        )
+    notify("done", {"result": outcome.result is not False, "rolled_back": outcome.rolled_back})
     if outcome.result is not False:
         left = plan(host, spec, version, state_dir)
         if left:
@@ -162,9 +200,15 @@ def converge(
 
 
 def _execute(
-    host: DockerHost, spec: ServiceSpec, actions: list[Action], outcome: ServiceResult
+    host: DockerHost,
+    spec: ServiceSpec,
+    actions: list[Action],
+    outcome: ServiceResult,
+    settle: float,
+    notify: Progress,
+    config_version: str | None,
 ) -> None:
-    timeout, settle = spec.update.health_timeout, spec.update.min_healthy_time
+    timeout = spec.update.health_timeout
     for action in (a for a in actions if a.kind == "remove"):
         assert action.actual is not None
         host.remove(action.actual.id, action.name)
@@ -182,10 +226,11 @@ def _execute(
     # New replicas replace nothing, so they start together; each must come up.
     for container_id, name in fresh:
         outcome.touched.add(container_id)
-        report = host.wait_healthy(container_id, name, timeout, settle)
-        if not report.healthy:
-            raise RolloutFailed(report.reason)
-        outcome.steps.append(f"started {name} (healthy in {report.seconds:.1f}s)")
+        health = host.wait_healthy(container_id, name, timeout, settle)
+        if not health.healthy:
+            raise RolloutFailed(health.reason)
+        outcome.steps.append(f"started {name} (healthy in {health.seconds:.1f}s)")
+        notify("replica", {"replica": name, "state": "healthy"})
 
     recreates = [a for a in actions if a.kind == "recreate"]
     if recreates:
@@ -194,59 +239,26 @@ def _execute(
             and spec.config.on_change == "restart"
             and all(set(a.changed) == {"config"} for a in recreates)
         )
-        batches = [recreates] if all_at_once else [[a] for a in recreates]
-        replaced: list[tuple[Action, dict[str, Any], str]] = []
-        for batch in batches:
-            started = []
-            for action in batch:
-                assert action.actual is not None and action.desired is not None
-                if "config" in action.changed and outcome.previous_config is None:
-                    outcome.previous_config = action.actual.config_version or None
-                before = host.inspect(action.actual.id)
-                host.remove(action.actual.id, action.name)
-                new_id = host.create(action.desired)
-                outcome.touched.add(new_id)
-                replaced.append((action, before, new_id))
-                started.append((action, new_id))
-            for action, new_id in started:
-                report = host.wait_healthy(new_id, action.name, timeout, settle)
-                if not report.healthy:
-                    if spec.update.rollback:
-                        _rollback(host, spec, replaced, outcome)
-                    raise RolloutFailed(report.reason)
-                why = ", ".join(action.changed)
-                outcome.steps.append(
-                    f"recreated {action.name} ({why}; healthy in {report.seconds:.1f}s)"
-                )
+        total = spec.replicas + spec.update.surge
+        slots = {r.index: r for r in desired_replicas(spec, config_version, total)}
+        occupied = {c.index for c in host.managed(spec.name) if c.index is not None}
+        try:
+            report = replace(host, spec, recreates, slots, occupied, settle, all_at_once, notify)
+        except RolloutFailed as err:
+            if err.report is not None:
+                outcome.touched |= err.report.touched
+                outcome.steps.extend(err.report.steps)
+                outcome.rolled_back = err.report.rolled_back
+                outcome.previous_config = err.report.previous_config
+            raise
+        outcome.touched |= report.touched
+        outcome.steps.extend(report.steps)
 
     for action in (a for a in actions if a.kind == "signal"):
         assert action.actual is not None and action.signal is not None
         host.signal(action.actual.id, action.name, action.signal)
         outcome.touched.add(action.actual.id)
         outcome.steps.append(f"sent {action.signal} to {action.name}")
-
-
-def _rollback(
-    host: DockerHost,
-    spec: ServiceSpec,
-    replaced: list[tuple[Action, dict[str, Any], str]],
-    outcome: ServiceResult,
-) -> None:
-    """Put every replaced replica back as it was, newest first, each health-gated."""
-    for action, before, new_id in reversed(replaced):
-        host.remove(new_id, action.name)
-        try:
-            old_id = host.recreate_from(before)
-        except DockerError as err:
-            outcome.steps.append(f"rollback of {action.name} failed: {err}")
-            continue
-        report = host.wait_healthy(
-            old_id, action.name, spec.update.health_timeout, spec.update.min_healthy_time
-        )
-        outcome.rolled_back.append(action.name)
-        state = "healthy" if report.healthy else f"NOT healthy: {report.reason}"
-        outcome.steps.append(f"rolled back {action.name} ({state})")
-    outcome.rolled_back.sort()
 
 
 def _remember(
@@ -321,8 +333,9 @@ def restart_service(
     outcome.steps = [f"{verb} {c.name}" for c in targets]
     if test:
         return outcome
-    timeout, settle = spec.update.health_timeout, spec.update.min_healthy_time
+    timeout = spec.update.health_timeout
     try:
+        settle = min_healthy_time(host, spec)
         if signal:
             for container in targets:
                 host.signal(container.id, container.name, signal)
@@ -339,7 +352,7 @@ def restart_service(
                 report = host.wait_healthy(container.id, container.name, timeout, settle)
                 if not report.healthy:
                     raise RolloutFailed(report.reason)
-    except DockerError as err:
+    except (DockerError, SpecError) as err:
         outcome.result = False
         outcome.errors.append(redact(str(err), spec.secret_values))
     return outcome

@@ -46,6 +46,11 @@ class DockerHost:
             result: dict[str, Any] = self.api.inspect_container(container_id)
         return result
 
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        with translate_errors(f"inspecting image {ref}"):
+            result: dict[str, Any] = self.api.inspect_image(ref)
+        return result
+
     def ensure_image(self, ref: str, doing: str) -> None:
         """Pull ``ref`` unless the daemon already has it."""
         try:

@@ -62,50 +62,71 @@ def plan_service(
     actual: list[ActualReplica],
     seen: dict[str, str] | None = None,
     signal: str | None = None,
+    count: int | None = None,
 ) -> list[Action]:
     """Actions that make ``actual`` (one service's containers) match ``desired``.
 
-    Removals come first (they free names and ports), then replicas in order.
-    ``seen`` maps container ids to the config version each last loaded (for
-    services whose config is live-mounted); with ``signal``, replicas that have
-    not seen the desired version are sent it.
+    ``desired`` holds the replica for every *slot* the service may use (slot i
+    is container ``<service>-i`` on host port ``host + i - 1``): slots 1..count
+    for its ``count`` replicas (default: all of ``desired``), then the spare
+    slots start-first updates run replacements in. Any ``count`` up-to-date
+    containers in valid slots satisfy the service, so a rollout that ended with a
+    replica in a spare slot is not churned back.
+
+    Removals come first (they free names and ports), then replacements of
+    out-of-date containers (``recreate``), creations in the lowest free slots,
+    starts, and config signals. ``seen`` maps container ids to the config
+    version each last loaded (live-mounted config); with ``signal``, replicas
+    that have not seen the desired version are sent it.
     """
-    wanted = {replica.index: replica for replica in desired}
-    by_index: dict[int, ActualReplica] = {}
+    count = len(desired) if count is None else count
+    slots = {replica.index: replica for replica in desired}
     actions: list[Action] = []
+    good: list[ActualReplica] = []
+    stale: list[ActualReplica] = []
     for container in sorted(actual, key=lambda c: (c.index is None, c.index or 0, c.name)):
-        keep = (
-            container.index in wanted
-            and container.index not in by_index
-            and container.name == wanted[container.index].name
-        )
-        if keep and container.index is not None:
-            by_index[container.index] = container
-        else:
+        slot = slots.get(container.index) if container.index is not None else None
+        if slot is None or container.name != slot.name:
             actions.append(Action("remove", container.name, container.index, actual=container))
-    for index, replica in sorted(wanted.items()):
-        current = by_index.get(index)
-        if current is None:
-            actions.append(Action("create", replica.name, index, desired=replica))
-        elif current.spec_hash != replica.spec_hash:
-            changed = tuple(
-                key for key, digest in replica.inputs if current.inputs.get(key) != digest
-            ) or ("spec",)
-            actions.append(
-                Action("recreate", replica.name, index, replica, current, changed=changed)
-            )
-        elif current.state not in _LIVE_STATES:
-            actions.append(Action("start", replica.name, index, replica, current))
-        elif signal and replica.config_live and current.state == "running":
-            loaded = (seen or {}).get(current.id) or current.config_version
+        elif container.spec_hash == slot.spec_hash:
+            good.append(container)
+        else:
+            stale.append(container)
+    # More up-to-date replicas than wanted: the highest slots go.
+    for container in reversed(good[count:]):
+        actions.append(Action("remove", container.name, container.index, actual=container))
+    good = good[:count]
+    replace = stale[: count - len(good)]
+    for container in reversed(stale[len(replace) :]):
+        actions.append(Action("remove", container.name, container.index, actual=container))
+    for container in replace:
+        assert container.index is not None
+        replica = slots[container.index]
+        changed = tuple(
+            key for key, digest in replica.inputs if container.inputs.get(key) != digest
+        ) or ("spec",)
+        actions.append(
+            Action("recreate", replica.name, container.index, replica, container, changed=changed)
+        )
+    occupied = {c.index for c in good + replace}
+    free = [index for index in sorted(slots) if index not in occupied]
+    for index in free[: count - len(good) - len(replace)]:
+        actions.append(Action("create", slots[index].name, index, desired=slots[index]))
+    for container in good:
+        assert container.index is not None
+        replica = slots[container.index]
+        if container.state not in _LIVE_STATES:
+            actions.append(Action("start", replica.name, container.index, replica, container))
+        elif signal and replica.config_live and container.state == "running":
+            loaded = (seen or {}).get(container.id) or container.config_version
             if loaded != replica.config_version:
                 actions.append(
                     Action(
                         "signal",
                         replica.name,
-                        index,
+                        container.index,
                         replica,
-                        current,
+                        container,
                         signal=signal,
                         seen_version=loaded or None,
                     )

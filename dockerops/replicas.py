@@ -131,11 +131,15 @@ def _nanoseconds(seconds: float) -> int:
     return round(seconds * 1e9)
 
 
-def desired_replicas(spec: ServiceSpec, config_version: str | None = None) -> list[DesiredReplica]:
-    """The containers ``spec`` asks for on this host, replica 1..N.
+def desired_replicas(
+    spec: ServiceSpec, config_version: str | None = None, slots: int | None = None
+) -> list[DesiredReplica]:
+    """The container for each slot 1..``slots`` (default: the replica count).
 
-    ``config_version`` is the version of the service's config directory the
-    replicas should run (see :mod:`dockerops.config`).
+    Slot i is container ``<service>-i`` publishing host port ``host + i - 1``;
+    every slot's container has the same ``spec_hash``. Callers that roll
+    start-first pass ``replicas + update.surge`` slots. ``config_version`` is the
+    version of the service's config directory to run (see :mod:`dockerops.config`).
     """
     env = tuple(sorted(spec.all_env.items()))
     labels = tuple(sorted({**spec.labels, LABEL_ENVIRONMENT: spec.environment}.items()))
@@ -166,7 +170,7 @@ def desired_replicas(spec: ServiceSpec, config_version: str | None = None) -> li
         )
     log_options = tuple(sorted(spec.logging.effective_options.items()))
     out = []
-    for index in range(1, spec.replicas + 1):
+    for index in range(1, (spec.replicas if slots is None else slots) + 1):
         ports = tuple(
             PublishedPort(
                 container=port.container,
@@ -181,7 +185,10 @@ def desired_replicas(spec: ServiceSpec, config_version: str | None = None) -> li
             "image": _digest(spec.image_ref),
             "command": _digest(command),
             "env": _digest(sorted(spec.env.items())),
-            "ports": _digest([p.__dict__ for p in ports]),
+            # The port pool, not this slot's port: all slots are interchangeable.
+            "ports": _digest(
+                [[p.container, p.protocol, str(p.host_ip), p.host] for p in spec.ports]
+            ),
             "labels": _digest(labels),
             "restart_policy": _digest(spec.restart_policy),
         }

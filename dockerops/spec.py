@@ -315,11 +315,26 @@ class HealthcheckSpec(_Model):
 
 
 class UpdateSpec(_Model):
-    """How replicas are replaced (config changes and image updates)."""
+    """How replicas are replaced (image updates and config changes).
 
+    ``order: start-first`` starts a replacement before stopping the replica it
+    replaces, so capacity never drops; the replacement runs in a spare *slot*
+    (a spare host port, see :class:`ServiceSpec`). ``min_healthy_time`` left
+    unset is the time the healthcheck needs to notice a failure (interval x
+    retries); set shorter, it is refused at rollout time, because a broken
+    version would then be reported healthy (Swarm's ``monitor`` trap).
+    """
+
+    parallelism: Annotated[int, Field(ge=1, le=100)] = 1
+    order: Literal["start-first", "stop-first"] = "start-first"
     health_timeout: Duration = 60.0
-    min_healthy_time: Duration = 0.0
+    min_healthy_time: Duration | None = None
     rollback: bool = True
+
+    @property
+    def surge(self) -> int:
+        """Spare slots a rollout needs: replacements running beside old replicas."""
+        return self.parallelism if self.order == "start-first" else 0
 
 
 class ServiceSpec(_Model):
@@ -329,6 +344,8 @@ class ServiceSpec(_Model):
     image: str
     tag: str = "latest"
     replicas: Annotated[int, Field(ge=0, le=100)] = 1
+    # Before ports: the ports check needs the surge slots of start-first updates.
+    update: UpdateSpec = UpdateSpec()
     command: list[str] | None = None
     env: dict[str, str] = {}
     secrets: dict[str, str] = {}
@@ -339,7 +356,6 @@ class ServiceSpec(_Model):
     restart_policy: str = "on-failure:5"
     logging: LoggingSpec = LoggingSpec()
     healthcheck: HealthcheckSpec | None = None
-    update: UpdateSpec = UpdateSpec()
     environment: str = "default"
 
     @field_validator("replicas", mode="before")
@@ -409,14 +425,20 @@ class ServiceSpec(_Model):
             seen.add(key)
         # Replica i publishes host + i - 1: every replica's port must be valid and
         # no two published ports may collide on this host.
-        replicas = info.data.get("replicas") or 1
+        # Slot i (replicas 1..N, then start-first spares) publishes host + i - 1.
+        update = info.data.get("update")
+        surge = update.surge if isinstance(update, UpdateSpec) else 0
+        replicas = (info.data.get("replicas") or 1) + surge
         taken: dict[tuple[str, int, str], int] = {}
         for port in value:
             if port.host is None:
                 continue
             last = port.host + replicas - 1
             if last > 65535:
-                raise ValueError(f"host port {port.host} with {replicas} replicas runs past 65535")
+                raise ValueError(
+                    f"host port {port.host} with {replicas} slots (replicas and start-first "
+                    "spares) runs past 65535"
+                )
             for host_port in range(port.host, last + 1):
                 where = (port.host_ip, host_port, port.protocol)
                 if where in taken:

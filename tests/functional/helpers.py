@@ -44,8 +44,8 @@ def state_return(ret: Any) -> dict[str, Any]:
 
 def container_events(
     client: docker.DockerClient, service: str, since: float
-) -> list[tuple[str, str]]:
-    """(action, container name) for one service's containers since ``since``, in order.
+) -> list[tuple[str, str, str]]:
+    """(action, container name, id) for one service's containers since ``since``, in order.
 
     Read from the daemon's event log, so tests can assert the order of what
     happened (a replica healthy before the next one is replaced) without timing.
@@ -57,12 +57,29 @@ def container_events(
         filters={"type": "container", "label": f"io.dockerops.service={service}"},
     )
     return [
-        (event["Action"], event["Actor"]["Attributes"].get("name", ""))
+        (event["Action"], event["Actor"]["Attributes"].get("name", ""), event["Actor"]["ID"])
         for event in events
         if event.get("timeNano", 0) >= since * 1e9
     ]
 
 
-def first(events: list[tuple[str, str]], action: str, name: str) -> int:
+def first(events: list[tuple[str, str, str]], action: str, name: str) -> int:
     """Index of the first event ``action`` of container ``name`` (ValueError if none)."""
-    return events.index((action, name))
+    return next(i for i, event in enumerate(events) if event[:2] == (action, name))
+
+
+def lowest_healthy(events: list[tuple[str, str, str]], healthy_at_start: set[str]) -> int:
+    """Replay the events: the fewest healthy containers at any moment.
+
+    A container counts from its ``health_status: healthy`` event (or from the
+    start, for ``healthy_at_start`` ids) until it is killed, dies or is removed.
+    """
+    healthy = set(healthy_at_start)
+    lowest = len(healthy)
+    for action, _name, container_id in events:
+        if action == "health_status: healthy":
+            healthy.add(container_id)
+        elif action in ("kill", "die", "stop", "destroy", "health_status: unhealthy"):
+            healthy.discard(container_id)
+        lowest = min(lowest, len(healthy))
+    return lowest

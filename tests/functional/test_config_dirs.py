@@ -14,6 +14,7 @@ from tests.functional.helpers import (
     containers,
     first,
     http_get,
+    lowest_healthy,
     state_return,
 )
 
@@ -147,14 +148,16 @@ def test_config_change_restarts_exactly_that_services_replicas(
                 "config_version": {"old": old_version, "new": new_version},
             }
         mine_after = ids(docker_client, service_name)
-        assert all(mine_after[n][0] != mine_before[n][0] for n in mine_before)
-        assert exec_cat(docker_client, f"{service_name}-2", "/etc/app/app.conf") == "v=2\n"
+        assert len(mine_after) == 2
+        old_ids = {v[0] for v in mine_before.values()}
+        assert not old_ids & {v[0] for v in mine_after.values()}
+        for name in mine_after:
+            assert exec_cat(docker_client, name, "/etc/app/app.conf") == "v=2\n"
         # The other service: same containers, never restarted.
         assert ids(docker_client, other) == other_before
-        # Rolling: the new replica 1 was healthy before replica 2 was stopped.
+        # Rolling, start-first: never fewer than 2 healthy replicas.
         events = container_events(docker_client, service_name, since)
-        one, two = f"{service_name}-1", f"{service_name}-2"
-        assert first(events, "health_status: healthy", one) < first(events, "kill", two)
+        assert lowest_healthy(events, old_ids) == 2
         # The previous version is kept for rollback.
         assert (host_root / service_name / "config" / f"..{old_version}").is_dir()
     finally:
@@ -300,14 +303,19 @@ def test_restart_policy_replaces_all_replicas_at_once(
     assert ret["result"] is True, ret["comment"]
     after = ids(docker_client, service_name)
     assert all(after[n][0] != before[n][0] for n in before)
-    # All at once: replica 2 was replaced before the new replica 1 was healthy.
+    # All at once: both replacements were created before either was healthy.
     events = container_events(docker_client, service_name, since)
-    one, two = f"{service_name}-1", f"{service_name}-2"
-    assert first(events, "create", two) < first(events, "health_status: healthy", one)
+    new_ids = {v[0] for v in after.values()}
+    creates = [i for i, e in enumerate(events) if e[0] == "create" and e[2] in new_ids]
+    healthy = [
+        i for i, e in enumerate(events) if e[0] == "health_status: healthy" and e[2] in new_ids
+    ]
+    assert len(creates) == 2 and max(creates) < min(healthy)
 
 
+@pytest.mark.parametrize("order", ["start-first", "stop-first"])
 def test_a_bad_config_version_is_rolled_back(
-    salt, docker_client, demo_images, service_name, host_root
+    salt, docker_client, demo_images, service_name, host_root, order
 ):
     pillar = config_pillar(
         service_name,
@@ -315,25 +323,34 @@ def test_a_bad_config_version_is_rolled_back(
         host_root,
         {"health.conf": {"contents": "ok\n"}},
         healthcheck=HEALTH_FROM_CONFIG,
-        update={"health_timeout": "6s"},
+        update={"health_timeout": "6s", "order": order},
     )
     salt.set_pillar(pillar)
-    first = running(salt, service_name)
-    assert first["result"] is True, first["comment"]
-    good = first["changes"]["config"]["version"]["new"]
+    initial = running(salt, service_name)
+    assert initial["result"] is True, initial["comment"]
+    good = initial["changes"]["config"]["version"]["new"]
     before = ids(docker_client, service_name)
 
     edit_file(salt, pillar, service_name, "health.conf", "bad\n")
     started = time.monotonic()
+    since = time.time()
     ret = running(salt, service_name)
     assert ret["result"] is False
-    assert f"{service_name}-1" in ret["comment"]
     assert "not healthy" in ret["comment"] or "unhealthy" in ret["comment"]
-    assert ret["changes"]["rolled_back"] == [f"{service_name}-1"]
     assert time.monotonic() - started < 30
-    # Replica 2 was never touched; replica 1 is back on the good version, healthy.
     after = containers(docker_client, service_name)
-    assert after[f"{service_name}-2"].id == before[f"{service_name}-2"][0]
+    assert sorted(after) == sorted(before)
+    if order == "start-first":
+        # The replacement never became healthy, so no replica was stopped:
+        # the very same containers still run.
+        assert "rolled_back" not in ret["changes"]
+        assert {n: c.id for n, c in after.items()} == {n: v[0] for n, v in before.items()}
+        events = container_events(docker_client, service_name, since)
+        assert lowest_healthy(events, {v[0] for v in before.values()}) == 2
+    else:
+        # Replica 1 was replaced in place, then put back; replica 2 untouched.
+        assert ret["changes"]["rolled_back"] == [f"{service_name}-1"]
+        assert after[f"{service_name}-2"].id == before[f"{service_name}-2"][0]
     for container in after.values():
         assert container.labels["io.dockerops.config-version"] == good
         assert container.attrs["State"]["Health"]["Status"] in ("healthy", "starting")

@@ -158,8 +158,8 @@ def test_plan_ignores_input_order(
     assert kinds_and_names(forward) == [
         ("remove", "web-3"),
         ("remove", "web-4"),
-        ("start", "web-1"),
         ("create", "web-2"),
+        ("start", "web-1"),
     ]
 
 

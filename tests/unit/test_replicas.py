@@ -179,10 +179,13 @@ def test_replica_count_does_not_change_existing_replicas(make_spec: MakeSpec) ->
     assert [r.spec_hash for r in three[:2]] == [r.spec_hash for r in two]
 
 
-def test_replicas_differ_only_by_their_published_host_ports(make_spec: MakeSpec) -> None:
-    first, second = _inputs(make_spec(replicas=2, ports=[{"container": 80, "host": 8080}]))
-
-    assert {key for key in first if first[key] != second[key]} == {"ports"}
+def test_slots_differ_only_by_their_published_host_ports(make_spec: MakeSpec) -> None:
+    # Slots are interchangeable: same inputs and hash, each its own host port.
+    spec = make_spec(replicas=2, ports=[{"container": 80, "host": 8080}])
+    first, second = desired_replicas(spec)
+    assert first.inputs == second.inputs and first.spec_hash == second.spec_hash
+    assert [p.host_port for p in first.ports] == [8080]
+    assert [p.host_port for p in second.ports] == [8081]
 
 
 def test_replicas_without_host_ports_share_one_hash(make_spec: MakeSpec) -> None:

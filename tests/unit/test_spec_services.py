@@ -778,19 +778,20 @@ def test_parse_duration_refuses(value: object) -> None:
 def test_update_defaults() -> None:
     update = load().update
 
-    assert (update.health_timeout, update.min_healthy_time, update.rollback) == (60.0, 0.0, True)
+    assert (update.health_timeout, update.min_healthy_time, update.rollback) == (60.0, None, True)
+    assert (update.parallelism, update.order, update.surge) == (1, "start-first", 1)
 
 
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"health_timeout": "2m"}, (120.0, 0.0, True)),
+        ({"health_timeout": "2m"}, (120.0, None, True)),
         ({"health_timeout": 30, "min_healthy_time": "500ms"}, (30.0, 0.5, True)),
         ({"min_healthy_time": "5s", "rollback": False}, (60.0, 5.0, False)),
-        ({"rollback": "no"}, (60.0, 0.0, False)),
+        ({"rollback": "no"}, (60.0, None, False)),
     ],
 )
-def test_update(fields: dict[str, Any], expected: tuple[float, float, bool]) -> None:
+def test_update(fields: dict[str, Any], expected: tuple[float, float | None, bool]) -> None:
     update = load(update=fields).update
 
     assert (update.health_timeout, update.min_healthy_time, update.rollback) == expected

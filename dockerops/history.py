@@ -1,0 +1,131 @@
+"""Rollout locks and history on one host, under ``dockerops.state_dir``.
+
+The lock makes sure one rollout per service runs at a time on a host; a lock
+left by a process that died is detected (its pid no longer runs) and taken over.
+The history is an append-only JSON-lines audit of every rollout: when, from
+what to what, the result, how long it took and the Salt job id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import DockerError
+
+
+class LockHeld(DockerError):
+    """Another live process holds the rollout lock."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RolloutLock:
+    """``state_dir/locks/<service>.lock``, created exclusively."""
+
+    def __init__(self, state_dir: str | Path, service: str) -> None:
+        self.path = Path(state_dir) / "locks" / f"{service}.lock"
+        self.service = service
+
+    def holder(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def acquire(self, jid: str | None = None, what: str = "rollout") -> dict[str, Any]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "jid": jid,
+            "what": what,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self.holder()
+                pid = int((holder or {}).get("pid") or 0)
+                same_host = (holder or {}).get("host") == me["host"]
+                if holder is None or (same_host and not _alive(pid)):
+                    # Left by a process that died (or unreadable): take it over.
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()
+                    continue
+                raise LockHeld(
+                    f"a {holder.get('what', 'rollout')} of {self.service} is already running "
+                    f"(pid {pid}, job {holder.get('jid')}, since {holder.get('since')}); "
+                    f"lock: {self.path}"
+                ) from None
+            with os.fdopen(fd, "w") as handle:
+                json.dump(me, handle)
+            return me
+        raise LockHeld(f"could not take the rollout lock {self.path}")
+
+    def release(self) -> None:
+        holder = self.holder()
+        if holder is not None and holder.get("pid") == os.getpid():
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+    @contextlib.contextmanager
+    def held(self, jid: str | None = None, what: str = "rollout") -> Iterator[dict[str, Any]]:
+        me = self.acquire(jid, what)
+        try:
+            yield me
+        finally:
+            self.release()
+
+
+class History:
+    """``state_dir/history/<service>.jsonl``: one JSON object per rollout."""
+
+    def __init__(self, state_dir: str | Path, service: str) -> None:
+        self.path = Path(state_dir) / "history" / f"{service}.jsonl"
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(entry, sort_keys=True) + "\n"
+        with open(self.path, "a") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def entries(self, limit: int | None = None) -> list[dict[str, Any]]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError:
+            return []
+        out: list[dict[str, Any]] = []
+        for line in lines:
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue  # a torn last line from a crash
+            if isinstance(item, dict):
+                out.append(item)
+        return out[-limit:] if limit else out
+
+    def last_good(self) -> dict[str, Any] | None:
+        """The newest successful rollout."""
+        for entry in reversed(self.entries()):
+            if entry.get("result") is True:
+                return dict(entry)
+        return None

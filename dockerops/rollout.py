@@ -1,0 +1,257 @@
+"""The host-local rollout engine: replace replicas, health-gated, with rollback.
+
+Replacements go ``update.parallelism`` at a time. ``start-first`` starts each
+replacement in a free slot (a spare host port) and stops the replica it
+replaces only once the replacement is healthy, so capacity never drops below
+the replica count; ``stop-first`` replaces in place and dips by at most
+``parallelism``. A replacement counts when Docker reports it healthy and it
+stays so, without restarting, for ``min_healthy_time``. The first failure (not
+healthy in time, unhealthy, exited, crash loop) stops the rollout; with
+``update.rollback`` every replica already replaced is put back exactly as it
+was (from its inspect), newest first, each health-gated the same way, without
+ever stopping a replica before its predecessor is back where the slot allows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import DockerError, SpecError
+from .host import DockerHost
+from .plan import Action
+from .replicas import DesiredReplica
+from .spec import PILLAR_KEY, ServiceSpec
+
+Progress = Callable[[str, dict[str, Any]], None]
+log = logging.getLogger(__name__)
+
+# Docker's defaults for a HEALTHCHECK that leaves them unset.
+_DEFAULT_INTERVAL = 30.0
+_DEFAULT_RETRIES = 3
+# Without a healthcheck, a replacement must at least keep running this long.
+NO_HEALTHCHECK_SETTLE = 1.0
+
+
+class RolloutFailed(DockerError):
+    """A replacement did not become healthy (details in the message)."""
+
+    def __init__(self, message: str, report: RolloutReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class Replaced:
+    action: Action
+    before: dict[str, Any]
+    new_id: str
+    new_name: str
+
+
+@dataclass
+class RolloutReport:
+    steps: list[str] = field(default_factory=list)
+    replaced: list[Replaced] = field(default_factory=list)
+    rolled_back: list[str] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)
+    previous_config: str | None = None
+
+
+def event_progress(send: Callable[[str, dict[str, Any]], Any], service: str) -> Progress:
+    """A :data:`Progress` that fires ``dockerops/rollout/<service>/<stage>`` events.
+
+    ``send`` is Salt's ``event.send``; an event that cannot be sent never breaks
+    the rollout.
+    """
+
+    def fire(stage: str, data: dict[str, Any]) -> None:
+        try:
+            send(f"dockerops/rollout/{service}/{stage}", {"service": service, **data})
+        except Exception as err:
+            log.debug("dockerops: event %s not sent: %s", stage, err)
+
+    return fire
+
+
+def detection_time(host: DockerHost, spec: ServiceSpec) -> float | None:
+    """Seconds the effective healthcheck needs to notice a failure, or None without one."""
+    if spec.healthcheck is not None:
+        return spec.healthcheck.interval * spec.healthcheck.retries
+    details = host.inspect_image(spec.image_ref)
+    check = (details.get("Config") or {}).get("Healthcheck") or {}
+    test = check.get("Test") or []
+    if not test or test[0] == "NONE":
+        return None
+    interval = (check.get("Interval") or 0) / 1e9 or _DEFAULT_INTERVAL
+    retries = check.get("Retries") or _DEFAULT_RETRIES
+    return float(interval * retries)
+
+
+def min_healthy_time(host: DockerHost, spec: ServiceSpec) -> float:
+    """``update.min_healthy_time``, defaulted and checked against the healthcheck."""
+    detect = detection_time(host, spec)
+    wanted = spec.update.min_healthy_time
+    if wanted is None:
+        return detect if detect is not None else NO_HEALTHCHECK_SETTLE
+    if detect is not None and wanted < detect:
+        raise SpecError(
+            [
+                f"{PILLAR_KEY}:services:{spec.name}:update:min_healthy_time: {wanted:g}s is "
+                f"shorter than the healthcheck needs to notice a failure ({detect:g}s = "
+                "interval x retries): a broken version would be reported healthy"
+            ]
+        )
+    return wanted
+
+
+def describe_plan(spec: ServiceSpec, actions: list[Action]) -> list[str]:
+    """The rollout plan in words: which replicas, in what order, from what to what."""
+    lines = [f"{a.kind} {a.name}" for a in actions if a.kind not in ("recreate", "signal")]
+    recreates = [a for a in actions if a.kind == "recreate"]
+    size = spec.update.parallelism
+    for number, start in enumerate(range(0, len(recreates), size), 1):
+        batch = recreates[start : start + size]
+        parts = []
+        for action in batch:
+            assert action.actual is not None and action.desired is not None
+            change = ", ".join(action.changed)
+            if "image" in action.changed:
+                change = f"{action.actual.image} -> {action.desired.image}"
+            parts.append(f"{action.name} ({change})")
+        lines.append(f"batch {number} ({spec.update.order}): " + "; ".join(parts))
+    lines.extend(f"{a.kind} {a.name}" for a in actions if a.kind == "signal")
+    return lines
+
+
+def replace(
+    host: DockerHost,
+    spec: ServiceSpec,
+    actions: list[Action],
+    slots: dict[int, DesiredReplica],
+    occupied: set[int],
+    settle: float,
+    all_at_once: bool = False,
+    progress: Progress | None = None,
+) -> RolloutReport:
+    """Replace the containers of ``actions`` (kind ``recreate``); raise on failure.
+
+    ``slots`` is the desired container of every slot, ``occupied`` the slots
+    holding containers now. On failure, after rolling back (when enabled), the
+    :class:`RolloutFailed` raised carries the report in ``err.report``.
+    """
+    report = RolloutReport()
+    notify = progress or (lambda _tag, _data: None)
+    update = spec.update
+    start_first = update.order == "start-first" and not all_at_once
+    size = len(actions) if all_at_once else update.parallelism
+    batches = [actions[i : i + size] for i in range(0, len(actions), size)]
+    for number, batch in enumerate(batches, 1):
+        notify("batch", {"batch": number, "of": len(batches), "replicas": [a.name for a in batch]})
+        fresh: list[tuple[Action, str, str, dict[str, Any]]] = []
+        try:
+            for action in batch:
+                assert action.actual is not None and action.index is not None
+                if "config" in action.changed and report.previous_config is None:
+                    report.previous_config = action.actual.config_version or None
+                before = host.inspect(action.actual.id)
+                if start_first:
+                    slot = min((s for s in slots if s not in occupied), default=None)
+                    if slot is None:  # no spare slot: fall back to in place
+                        slot = action.index
+                        host.remove(action.actual.id, action.name)
+                        occupied.discard(action.index)
+                else:
+                    slot = action.index
+                    host.remove(action.actual.id, action.name)
+                    occupied.discard(action.index)
+                target = slots[slot]
+                new_id = host.create(target)
+                occupied.add(slot)
+                report.touched.add(new_id)
+                fresh.append((action, new_id, target.name, before))
+                notify(
+                    "replica", {"replica": target.name, "state": "started", "replaces": action.name}
+                )
+            for _action, new_id, name, _before in fresh:
+                health = host.wait_healthy(new_id, name, update.health_timeout, settle)
+                if not health.healthy:
+                    raise RolloutFailed(health.reason)
+                notify(
+                    "replica",
+                    {"replica": name, "state": "healthy", "seconds": round(health.seconds, 2)},
+                )
+        except DockerError as err:
+            report.steps.append(f"{', '.join(n for _a, _i, n, _b in fresh) or 'batch'}: {err}")
+            if update.rollback:
+                # This batch's replacements go; replicas it stopped (in place)
+                # come back with the earlier batches.
+                for action, new_id, name, before in fresh:
+                    assert action.actual is not None
+                    if _exists(host, action.actual.id):
+                        host.remove(new_id, name)
+                        occupied.discard(int(name.rsplit("-", 1)[1]))
+                    else:
+                        report.replaced.append(Replaced(action, before, new_id, name))
+                rollback(host, spec, report, settle, notify)
+            raise RolloutFailed(str(err), report) from err
+        for action, new_id, name, before in fresh:
+            assert action.actual is not None and action.index is not None
+            if start_first and _exists(host, action.actual.id):
+                host.remove(action.actual.id, action.name)
+                occupied.discard(action.index)
+            report.replaced.append(Replaced(action, before, new_id, name))
+            why = ", ".join(action.changed)
+            step = f"replaced {action.name}" + (f" by {name}" if name != action.name else "")
+            report.steps.append(f"{step} ({why})")
+    return report
+
+
+def rollback(
+    host: DockerHost,
+    spec: ServiceSpec,
+    report: RolloutReport,
+    settle: float,
+    notify: Progress,
+) -> None:
+    """Put every replaced replica back as it was, newest first, health-gated.
+
+    Where the old container's name (slot) is free, it is started before its
+    replacement is stopped, so a rollback does not cost capacity either.
+    """
+    for item in reversed(report.replaced):
+        old_name = str(item.before["Name"]).lstrip("/")
+        restarted_first = False
+        if item.new_id and not _name_taken(host, old_name):
+            restarted_first = True
+        elif item.new_id:
+            host.remove(item.new_id, item.new_name)
+        try:
+            old_id = host.recreate_from(item.before)
+        except DockerError as err:
+            report.steps.append(f"rollback of {old_name} failed: {err}")
+            continue
+        health = host.wait_healthy(old_id, old_name, spec.update.health_timeout, settle)
+        if restarted_first:
+            host.remove(item.new_id, item.new_name)
+        report.rolled_back.append(old_name)
+        state = "healthy" if health.healthy else f"NOT healthy: {health.reason}"
+        report.steps.append(f"rolled back {old_name} ({state})")
+        notify("rollback", {"replica": old_name, "healthy": health.healthy})
+    report.rolled_back.sort()
+
+
+def _exists(host: DockerHost, container_id: str) -> bool:
+    if not container_id:
+        return False
+    try:
+        host.inspect(container_id)
+    except DockerError:
+        return False
+    return True
+
+
+def _name_taken(host: DockerHost, name: str) -> bool:
+    return _exists(host, name)
