@@ -152,24 +152,25 @@ def replace(
         notify("batch", {"batch": number, "of": len(batches), "replicas": [a.name for a in batch]})
         fresh: list[tuple[Action, str, str, dict[str, Any]]] = []
         try:
+            # Choose each replacement's slot (stopping in-place ones first, all
+            # of the batch before any replacement starts), then start them.
+            targets = []
             for action in batch:
                 assert action.actual is not None and action.index is not None
                 if "config" in action.changed and report.previous_config is None:
                     report.previous_config = action.actual.config_version or None
                 before = host.inspect(action.actual.id)
+                slot = None
                 if start_first:
                     slot = min((s for s in slots if s not in occupied), default=None)
-                    if slot is None:  # no spare slot: fall back to in place
-                        slot = action.index
-                        host.remove(action.actual.id, action.name)
-                        occupied.discard(action.index)
-                else:
+                if slot is None:  # stop-first, or no spare slot left: in place
                     slot = action.index
                     host.remove(action.actual.id, action.name)
                     occupied.discard(action.index)
-                target = slots[slot]
-                new_id = host.create(target)
                 occupied.add(slot)
+                targets.append((action, slots[slot], before))
+            for action, target, before in targets:
+                new_id = host.create(target)
                 report.touched.add(new_id)
                 fresh.append((action, new_id, target.name, before))
                 notify(

@@ -303,14 +303,14 @@ def test_restart_policy_replaces_all_replicas_at_once(
     assert ret["result"] is True, ret["comment"]
     after = ids(docker_client, service_name)
     assert all(after[n][0] != before[n][0] for n in before)
-    # All at once: both replacements were created before either was healthy.
+    # All at once: both old replicas were gone before the first replacement
+    # was created (rolling would create replica 1's before stopping replica 2).
     events = container_events(docker_client, service_name, since)
-    new_ids = {v[0] for v in after.values()}
-    creates = [i for i, e in enumerate(events) if e[0] == "create" and e[2] in new_ids]
-    healthy = [
-        i for i, e in enumerate(events) if e[0] == "health_status: healthy" and e[2] in new_ids
-    ]
-    assert len(creates) == 2 and max(creates) < min(healthy)
+    old_ids, new_ids = {v[0] for v in before.values()}, {v[0] for v in after.values()}
+    destroyed = [i for i, e in enumerate(events) if e[0] == "destroy" and e[2] in old_ids]
+    created = [i for i, e in enumerate(events) if e[0] == "create" and e[2] in new_ids]
+    assert len(destroyed) == 2 and len(created) == 2
+    assert max(destroyed) < min(created)
 
 
 @pytest.mark.parametrize("order", ["start-first", "stop-first"])
