@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import ConfigStore, RenderedConfig, redact
 from .errors import DockerError, SpecError
-from .history import History, RolloutLock
+from .history import History, LockHeld, RolloutLock
 from .host import DockerHost
 from .plan import Action, plan_service
 from .records import DEFAULT_STATE_DIR, ServiceRecord
@@ -147,7 +147,13 @@ def converge(
     started = time.time()
     from_images = sorted({a.actual.image for a in actions if a.kind == "recreate" and a.actual})
     lock = RolloutLock(state_dir, spec.name)
-    lock.acquire(jid, "converge")
+    try:
+        lock.acquire(jid, "rollout")
+    except LockHeld as err:
+        outcome.result = False
+        outcome.errors.append(str(err))
+        outcome.actions = []
+        return outcome
     try:
         if any(a.kind in ("create", "recreate") for a in actions):
             # A version that cannot be pulled fails here, before any change.

@@ -203,11 +203,16 @@ class DockerHost:
         with translate_errors(f"starting {name}"):
             self.api.start(container_id)
 
-    def remove(self, container_id: str, name: str) -> None:
-        """Stop (gracefully) and remove a container; gone already is fine."""
+    def remove(self, container_id: str, name: str, graceful: bool = True) -> None:
+        """Stop (gracefully, unless told not to) and remove a container.
+
+        A container that is gone already is fine. ``graceful=False`` is for
+        failed replacements: a crash-looping container is not waited for.
+        """
         try:
-            with translate_errors(f"stopping {name}"):
-                self.api.stop(container_id, timeout=STOP_TIMEOUT)
+            if graceful:
+                with translate_errors(f"stopping {name}"):
+                    self.api.stop(container_id, timeout=STOP_TIMEOUT)
             with translate_errors(f"removing {name}"):
                 self.api.remove_container(container_id, force=True)
         except NotFound:

@@ -192,7 +192,7 @@ def replace(
                 for action, new_id, name, before in fresh:
                     assert action.actual is not None
                     if _exists(host, action.actual.id):
-                        host.remove(new_id, name)
+                        host.remove(new_id, name, graceful=False)
                         occupied.discard(int(name.rsplit("-", 1)[1]))
                     else:
                         report.replaced.append(Replaced(action, before, new_id, name))
@@ -228,7 +228,7 @@ def rollback(
         if item.new_id and not _name_taken(host, old_name):
             restarted_first = True
         elif item.new_id:
-            host.remove(item.new_id, item.new_name)
+            host.remove(item.new_id, item.new_name, graceful=False)
         try:
             old_id = host.recreate_from(item.before)
         except DockerError as err:

@@ -1,0 +1,229 @@
+"""dockerops.rolling_update / rollback / history on one host (real dockerd)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from dockerops.history import RolloutLock
+from tests.functional.helpers import containers, service_pillar
+
+pytestmark = pytest.mark.docker
+
+REPLICAS = 3
+
+
+class HealthSampler:
+    """Counts healthy replicas every 100 ms while a rollout runs."""
+
+    def __init__(self, client, service, ports=None):
+        self.client, self.service, self.ports = client, service, ports or []
+        self.healthy_counts: list[int] = []
+        self.answering_counts: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            listed = self.client.api.containers(
+                filters={"label": f"io.dockerops.service={self.service}", "health": "healthy"}
+            )
+            self.healthy_counts.append(len(listed))
+            if self.ports:
+                self.answering_counts.append(sum(_answers(p) for p in self.ports))
+            time.sleep(0.1)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _answers(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def web(salt, demo_images, service_name, free_ports):
+    """A 3-replica service on 1.0 with published ports (slots 1-3 plus 1 spare)."""
+    port = free_ports(REPLICAS + 1)
+    pillar = service_pillar(
+        service_name,
+        demo_images["repository"],
+        replicas=REPLICAS,
+        ports=[{"container": 8080, "host": port}],
+        update={"health_timeout": "8s"},
+    )
+    salt.set_pillar(pillar)
+    first = salt.states.dockerops.running(name=service_name)
+    assert first.result is True, first.comment
+    return {"name": service_name, "pillar": pillar, "ports": [port + i for i in range(4)]}
+
+
+def images(client, service):
+    return sorted(c.labels["io.dockerops.image"] for c in containers(client, service).values())
+
+
+def test_v1_to_v2_keeps_full_healthy_capacity(salt, docker_client, demo_images, web):
+    with HealthSampler(docker_client, web["name"], web["ports"]) as sampler:
+        out = salt.modules.dockerops.rolling_update(web["name"], tag="1.1")
+    assert out["result"] is True, out["comment"]
+    assert out["from"] == demo_images["1.0"] and out["to"] == demo_images["1.1"]
+    assert "next highstate will converge back" in out["note"]
+    running = containers(docker_client, web["name"])
+    assert len(running) == REPLICAS
+    for container in running.values():
+        assert container.labels["io.dockerops.image"] == demo_images["1.1"]
+        container.reload()
+        assert container.attrs["State"]["Health"]["Status"] == "healthy"
+    # start-first: never fewer healthy replicas (or answering ports) than replicas.
+    assert sampler.healthy_counts and min(sampler.healthy_counts) >= REPLICAS
+    assert min(sampler.answering_counts) >= REPLICAS
+    (entry,) = salt.modules.dockerops.history(web["name"])[:1]
+    assert entry["from"] == demo_images["1.0"] and entry["to"] == demo_images["1.1"]
+    assert entry["result"] is True and entry["duration"] > 0
+
+
+@pytest.mark.parametrize("bad_tag", ["broken", "crashloop"])
+def test_a_bad_version_is_rolled_back_automatically(
+    salt, docker_client, demo_images, web, bad_tag
+):
+    before = {c.id for c in containers(docker_client, web["name"]).values()}
+    started = time.monotonic()
+    with HealthSampler(docker_client, web["name"]) as sampler:
+        out = salt.modules.dockerops.rolling_update(web["name"], tag=bad_tag, parallelism=2)
+    took = time.monotonic() - started
+    assert out["result"] is False
+    assert salt.context.get("retcode") == 1
+    assert bad_tag in out["comment"] or "healthy" in out["comment"] or "crash" in out["comment"]
+    assert images(docker_client, web["name"]) == [demo_images["1.0"]] * REPLICAS
+    for container in containers(docker_client, web["name"]).values():
+        container.reload()
+        assert container.attrs["State"]["Health"]["Status"] in ("healthy", "starting")
+    # start-first: the first batch never became healthy, so nothing was stopped.
+    assert {c.id for c in containers(docker_client, web["name"]).values()} == before
+    assert min(sampler.healthy_counts) >= REPLICAS
+    if bad_tag == "crashloop":
+        assert took < 8, ("a crash loop is noticed without waiting for the timeout", out)
+    (entry,) = salt.modules.dockerops.history(web["name"], limit=1)
+    assert entry["result"] is False and entry["to"].endswith(f":{bad_tag}")
+
+
+def test_a_failure_after_good_batches_rolls_them_back_rolling(
+    salt, docker_client, demo_images, web, host_root
+):
+    """The first replacement succeeds, the second fails: the replaced replica
+    goes back to exactly what it was, health-gated; the others were never touched."""
+    flag = host_root / "data" / "stop"
+    pillar = web["pillar"]
+    service = pillar["dockerops"]["services"][web["name"]]
+    pillar["dockerops"]["allowed_host_paths"] = [str(host_root)]
+    # The new version is healthy only while /data/stop does not exist.
+    service.update(
+        tag="1.1",
+        data=[{"host": str(host_root / "data"), "container": "/data"}],
+        healthcheck={
+            "test": "wget -q -O /dev/null http://127.0.0.1:8080/health && test ! -e /data/stop",
+            "interval": "500ms",
+            "retries": 2,
+        },
+    )
+    salt.set_pillar(pillar)
+    before = {c.name: c.id for c in containers(docker_client, web["name"]).values()}
+
+    def break_after_first_swap():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = containers(docker_client, web["name"]).values()
+            swapped = [c for c in now if c.labels["io.dockerops.image"] == demo_images["1.1"]]
+            if swapped and len(now) == REPLICAS:
+                flag.write_text("stop")
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=break_after_first_swap, daemon=True)
+    watcher.start()
+    out = salt.modules.dockerops.rolling_update(web["name"])
+    watcher.join(timeout=5)
+    assert flag.exists()
+    assert out["result"] is False
+    first_replaced = sorted(before)[0]
+    assert out["rolled_back"] == [first_replaced]
+    after = containers(docker_client, web["name"])
+    assert sorted(after) == sorted(before)
+    assert images(docker_client, web["name"]) == [demo_images["1.0"]] * REPLICAS
+    # Replicas 2 and 3 never stopped; replica 1 is a new container built from
+    # its old inspect (same image, env, ports, labels).
+    for name in sorted(before)[1:]:
+        assert after[name].id == before[name]
+    restored = after[first_replaced]
+    assert restored.id != before[first_replaced]
+    restored.reload()
+    assert restored.attrs["State"]["Health"]["Status"] in ("healthy", "starting")
+    assert "/data" not in {m["Destination"] for m in restored.attrs["Mounts"]}
+
+
+def test_test_mode_returns_the_plan_and_touches_nothing(salt, docker_client, demo_images, web):
+    before = {c.id for c in containers(docker_client, web["name"]).values()}
+    out = salt.modules.dockerops.rolling_update(web["name"], tag="1.1", test=True)
+    assert out["result"] is None
+    names = sorted(containers(docker_client, web["name"]))
+    assert out["plan"] == [
+        f"batch {i} (start-first): {name} ({demo_images['1.0']} -> {demo_images['1.1']})"
+        for i, name in enumerate(names, 1)
+    ]
+    assert {c.id for c in containers(docker_client, web["name"]).values()} == before
+    assert salt.modules.dockerops.history(web["name"]) == [
+        e for e in salt.modules.dockerops.history(web["name"]) if e["to"] != demo_images["1.1"]
+    ]
+
+
+def test_a_failed_pull_changes_nothing(salt, docker_client, web):
+    before = {c.id for c in containers(docker_client, web["name"]).values()}
+    out = salt.modules.dockerops.rolling_update(web["name"], tag="no-such-tag")
+    assert out["result"] is False
+    assert "pulling image" in out["comment"]
+    assert {c.id for c in containers(docker_client, web["name"]).values()} == before
+
+
+def test_min_healthy_time_shorter_than_detection_is_refused(salt, docker_client, web):
+    before = {c.id for c in containers(docker_client, web["name"]).values()}
+    # demo-http's HEALTHCHECK: interval 1s x retries 2 = 2s to notice a failure.
+    out = salt.modules.dockerops.rolling_update(web["name"], tag="1.1", min_healthy_time="1s")
+    assert out["result"] is False
+    assert "min_healthy_time: 1s is shorter than the healthcheck needs" in out["comment"]
+    assert {c.id for c in containers(docker_client, web["name"]).values()} == before
+
+
+def test_one_rollout_at_a_time_and_stale_locks(salt, minion_opts, web):
+    lock = RolloutLock(minion_opts["dockerops.state_dir"], web["name"])
+    with lock.held(jid="20261127000000000000"):
+        out = salt.modules.dockerops.rolling_update(web["name"], tag="1.1")
+        assert out["result"] is False
+        assert f"pid {os.getpid()}" in out["comment"]
+        assert "20261127000000000000" in out["comment"]
+    # A lock left by a process that died is taken over.
+    dead = {"pid": 999999999, "host": os.uname().nodename, "jid": "dead"}
+    lock.path.write_text(json.dumps(dead))
+    out = salt.modules.dockerops.rolling_update(web["name"], tag="1.1")
+    assert out["result"] is True, out["comment"]
+    assert not lock.path.exists()
+
+
+def test_rollback_goes_to_the_last_good_version(salt, docker_client, demo_images, web):
+    assert salt.modules.dockerops.rolling_update(web["name"], tag="1.1")["result"] is True
+    out = salt.modules.dockerops.rollback(web["name"])
+    assert out["result"] is True, out["comment"]
+    assert images(docker_client, web["name"]) == [demo_images["1.0"]] * REPLICAS
