@@ -97,9 +97,7 @@ def test_v1_to_v2_keeps_full_healthy_capacity(salt, docker_client, demo_images, 
 
 
 @pytest.mark.parametrize("bad_tag", ["broken", "crashloop"])
-def test_a_bad_version_is_rolled_back_automatically(
-    salt, docker_client, demo_images, web, bad_tag
-):
+def test_a_bad_version_is_rolled_back_automatically(salt, docker_client, demo_images, web, bad_tag):
     before = {c.id for c in containers(docker_client, web["name"]).values()}
     started = time.monotonic()
     with HealthSampler(docker_client, web["name"]) as sampler:
