@@ -71,7 +71,8 @@ def _rendered(spec):
 
 def _progress(service):
     """Fire ``dockerops/rollout/<service>/<stage>`` events as a rollout moves."""
-    return _rollout.event_progress(__salt__["event.send"], service)
+    send = __salt__["event.send"] if _rollout.event_bus_listens(__opts__) else None
+    return _rollout.event_progress(send, service)
 
 
 def _spec_of(name, overrides):

@@ -43,10 +43,13 @@ class ServiceResult:
     extra_changes: dict[str, Any] = field(default_factory=dict)
     # The config version replaced replicas ran before this run changed it.
     previous_config: str | None = None
+    # Actions carried out (on failure, changes report only these).
+    done: list[Action] = field(default_factory=list)
 
     @property
     def changes(self) -> dict[str, Any]:
-        out: dict[str, Any] = {action.name: action.describe() for action in self.actions}
+        actions = self.done if self.result is False else self.actions
+        out: dict[str, Any] = {action.name: action.describe() for action in actions}
         out.update(self.extra_changes)
         if self.config_changes:
             out["config"] = self.config_changes
@@ -219,24 +222,26 @@ def _execute(
         assert action.actual is not None
         host.remove(action.actual.id, action.name)
         outcome.steps.append(f"removed {action.name}")
+        outcome.done.append(action)
 
-    fresh: list[tuple[str, str]] = []
+    fresh: list[tuple[str, Action]] = []
     for action in (a for a in actions if a.kind in ("start", "create")):
         if action.kind == "start":
             assert action.actual is not None
             host.start(action.actual.id, action.name)
-            fresh.append((action.actual.id, action.name))
+            fresh.append((action.actual.id, action))
         else:
             assert action.desired is not None
-            fresh.append((host.create(action.desired), action.name))
+            fresh.append((host.create(action.desired), action))
+        outcome.done.append(action)
     # New replicas replace nothing, so they start together; each must come up.
-    for container_id, name in fresh:
+    for container_id, action in fresh:
         outcome.touched.add(container_id)
-        health = host.wait_healthy(container_id, name, timeout, settle)
+        health = host.wait_healthy(container_id, action.name, timeout, settle)
         if not health.healthy:
             raise RolloutFailed(health.reason)
-        outcome.steps.append(f"started {name} (healthy in {health.seconds:.1f}s)")
-        notify("replica", {"replica": name, "state": "healthy"})
+        outcome.steps.append(f"started {action.name} (healthy in {health.seconds:.1f}s)")
+        notify("replica", {"replica": action.name, "state": "healthy"})
 
     recreates = [a for a in actions if a.kind == "recreate"]
     if recreates:
@@ -256,15 +261,21 @@ def _execute(
                 outcome.steps.extend(err.report.steps)
                 outcome.rolled_back = err.report.rolled_back
                 outcome.previous_config = err.report.previous_config
+                back = set(err.report.rolled_back)
+                outcome.done.extend(
+                    r.action for r in err.report.replaced if r.action.name not in back and r.new_id
+                )
             raise
         outcome.touched |= report.touched
         outcome.steps.extend(report.steps)
+        outcome.done.extend(recreates)
 
     for action in (a for a in actions if a.kind == "signal"):
         assert action.actual is not None and action.signal is not None
         host.signal(action.actual.id, action.name, action.signal)
         outcome.touched.add(action.actual.id)
         outcome.steps.append(f"sent {action.signal} to {action.name}")
+        outcome.done.append(action)
 
 
 def _remember(

@@ -14,8 +14,10 @@ ever stopping a replica before its predecessor is back where the slot allows.
 
 from __future__ import annotations
 
+import glob
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,14 +62,35 @@ class RolloutReport:
     previous_config: str | None = None
 
 
-def event_progress(send: Callable[[str, dict[str, Any]], Any], service: str) -> Progress:
-    """A :data:`Progress` that fires ``dockerops/rollout/<service>/<stage>`` events.
+def event_bus_listens(opts: Mapping[str, Any]) -> bool:
+    """Whether an event sent now reaches anyone.
 
-    ``send`` is Salt's ``event.send``; an event that cannot be sent never breaks
+    Under ``salt-call --local`` with no minion daemon there is no event bus, and
+    Salt's ``event.send`` spends a second per event failing to reach it.
+    """
+    local = (
+        opts.get("local")
+        or opts.get("file_client") == "local"
+        or opts.get("master_type") == "disable"
+    )
+    if not local or opts.get("ipc_mode", "ipc") != "ipc":
+        return True
+    return bool(glob.glob(os.path.join(str(opts.get("sock_dir", "")), "minion_event_*_pull.ipc")))
+
+
+def event_progress(send: Callable[[str, dict[str, Any]], Any] | None, service: str) -> Progress:
+    """A :data:`Progress` that logs each step and fires it as an event.
+
+    Events are tagged ``dockerops/rollout/<service>/<stage>``; ``send`` is Salt's
+    ``event.send`` (None: log only). An event that cannot be sent never breaks
     the rollout.
     """
 
     def fire(stage: str, data: dict[str, Any]) -> None:
+        details = " ".join(f"{key}={value}" for key, value in data.items())
+        log.info("dockerops rollout %s: %s %s", service, stage, details)
+        if send is None:
+            return
         try:
             send(f"dockerops/rollout/{service}/{stage}", {"service": service, **data})
         except Exception as err:

@@ -33,6 +33,7 @@ def replica_status(
                 "state": container.state,
                 "health": health,
                 "restart_count": int(details.get("RestartCount") or 0),
+                "ports": _published(details),
                 "started_at": state.get("StartedAt"),
                 "config_version": seen[container.service].get(container.id)
                 or container.config_version
@@ -80,4 +81,16 @@ def services_overview(
             )
             entry["running"] += container.state == "running"
             entry["pending"].append(f"remove {container.name} (not in pillar)")
+    return out
+
+
+def _published(details: dict[str, Any]) -> list[str]:
+    """``host_ip:host_port->container_port/proto`` for every published port."""
+    bindings = (details.get("HostConfig") or {}).get("PortBindings") or {}
+    out = []
+    for container_port, hosts in sorted(bindings.items()):
+        for host in hosts or []:
+            out.append(
+                f"{host.get('HostIp') or '0.0.0.0'}:{host.get('HostPort')}->{container_port}"
+            )
     return out

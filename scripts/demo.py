@@ -17,7 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "build" / "demo"
 SALT_CALL = str(Path(sys.executable).parent / "salt-call")
-MINION_ID = "int-demo"
+# Staging (pillar/top.sls: stg-*): runs 1.0, while integration already runs 1.1.
+MINION_ID = "stg-demo"
 
 
 def step(text: str) -> None:
@@ -54,8 +55,51 @@ def write_minion_config() -> None:
     )
 
 
-def fetch(port: int, path: str) -> str:
-    deadline = time.monotonic() + 20
+def rolling_update(service: str, tag: str) -> None:
+    """Run dockerops.rolling_update, printing its progress lines as they come."""
+    cmd = [
+        SALT_CALL,
+        "-c",
+        str(WORK),
+        "--local",
+        "--out=json",
+        "--retcode-passthrough",
+        "--log-level=info",
+        "dockerops.rolling_update",
+        service,
+        f"tag={tag}",
+    ]
+    print(f"$ salt-call --local dockerops.rolling_update {service} tag={tag}", flush=True)
+    proc = subprocess.Popen(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None and proc.stdout is not None
+    for line in proc.stderr:
+        if "dockerops rollout" in line:
+            print("  " + line.split("dockerops rollout", 1)[1].strip(), flush=True)
+    result = json.loads(proc.stdout.read())["local"]
+    proc.wait()
+    print(f"  result: {result['result']}  {result['from']} -> {result['to']}")
+    for line in result.get("steps", []):
+        print(f"    {line}")
+    if result.get("note"):
+        print(f"  note: {result['note']}")
+    if proc.returncode != 0:
+        raise SystemExit(f"demo failed: rolling update exited {proc.returncode}")
+
+
+def replica_ports() -> list[int]:
+    """The host ports web's replicas publish now (slots move in start-first rollouts)."""
+    status = json.loads(salt_call("dockerops.status", "web", out="json").stdout)["local"]
+    ports = [int(p.split(":")[1].split("->")[0]) for r in status["web"] for p in r["ports"]]
+    return sorted(ports)
+
+
+def show_versions() -> None:
+    for port in replica_ports():
+        print(f"  http://127.0.0.1:{port}/version -> {fetch(port, '/version')}")
+
+
+def fetch(port: int, path: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
@@ -70,7 +114,7 @@ def main() -> None:
     step("building the demo images locally from busybox-static (no download)")
     subprocess.run([str(REPO / "images" / "build.sh")], check=True)
 
-    step(f"masterless minion '{MINION_ID}' (environment from pillar/top.sls: integration)")
+    step(f"masterless minion '{MINION_ID}' (environment from pillar/top.sls: staging)")
     write_minion_config()
     synced = json.loads(salt_call("saltutil.sync_all", out="json").stdout)["local"]
     print("synced from file_roots:", ", ".join(synced["modules"] + synced["states"]))
@@ -82,8 +126,7 @@ def main() -> None:
     print(salt_call("state.apply", "dockerops").stdout)
 
     step("the service answers on 127.0.0.1")
-    for port in (18080, 18081):
-        print(f"  http://127.0.0.1:{port}/version -> {fetch(port, '/version')}")
+    show_versions()
 
     step("a second highstate changes nothing")
     second = json.loads(salt_call("state.apply", "dockerops", out="json").stdout)["local"]
@@ -101,12 +144,20 @@ def main() -> None:
     )
     print("rolling restart: one replica at a time, each must be healthy before the next")
     print(salt_call("state.apply", "dockerops", f"pillar={override}").stdout)
-    print("  http://127.0.0.1:18081/cgi-bin/config ->")
-    for line in fetch(18081, "/cgi-bin/config").splitlines():
+    port = replica_ports()[-1]
+    print(f"  http://127.0.0.1:{port}/cgi-bin/config ->")
+    for line in fetch(port, "/cgi-bin/config").splitlines():
         print("    " + line)
 
+    step("rolling update to 1.1 (health-gated, start-first: capacity never drops)")
+    rolling_update("web", "1.1")
+    show_versions()
+
+    step("dockerops.history web")
+    print(salt_call("dockerops.history", "web", "limit=3", out="yaml").stdout)
+
     step("dockerops.status")
-    print(salt_call("dockerops.status", out="yaml").stdout)
+    print(salt_call("dockerops.status", "web", out="yaml").stdout)
     print("Done. Remove the demo containers with:")
     print(f"  {SALT_CALL} -c {WORK} --local state.apply dockerops.clean")
 

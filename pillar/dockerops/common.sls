@@ -31,4 +31,3 @@ dockerops:
             contents: "Welcome to the dockerops demo.\n"
       update:
         health_timeout: 30s
-        min_healthy_time: 1s

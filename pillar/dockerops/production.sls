@@ -9,4 +9,6 @@ dockerops:
       logging:
         options: {max-size: 50m, max-file: "5"}
       update:
-        min_healthy_time: 5s
+        # Watch each new replica for 10s before moving on; allow slow starts.
+        min_healthy_time: 10s
+        health_timeout: 90s
