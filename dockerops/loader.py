@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_KINDS = {"modules": "_modules", "states": "_states", "grains": "_grains"}
+_KINDS = {
+    "modules": "_modules",
+    "states": "_states",
+    "grains": "_grains",
+    "runners": "_runners",
+}
 
 
 def salt_dirs() -> dict[str, list[str]]:

@@ -21,7 +21,11 @@ from tests.support.dockerd import ExtraDaemon, start_extra_daemons
 REPO = Path(__file__).resolve().parents[2]
 
 # Minion ids pick the environment in pillar/top.sls style: int-*, stg-*.
-MINIONS = ("int-m1", "stg-m2")
+# A fleet of three minions, each on its own Docker host. The environment tests
+# use the first two (ENV_TGT matches them and not prd-m3).
+ENV_MINIONS = ("int-m1", "stg-m2")
+ENV_TGT = "[is]*"
+MINIONS = (*ENV_MINIONS, "prd-m3")
 ENV_GLOBS = {"integration": "int-*", "staging": "stg-*", "production": "prd-*"}
 
 
@@ -110,6 +114,9 @@ def salt_minions(salt_master, docker_hosts: dict[str, ExtraDaemon]):
         salt_cli = salt_master.salt_cli(timeout=180)
         synced = salt_cli.run("saltutil.sync_all", minion_tgt="*")
         assert synced.returncode == 0, synced.stderr
+        # The runner and the library it needs, on the master (salt://_runners, _utils).
+        master_sync = salt_master.salt_run_cli(timeout=180).run("saltutil.sync_all")
+        assert master_sync.returncode == 0, master_sync.stderr
         yield {m.id: m for m in minions}
     finally:
         for minion in started:

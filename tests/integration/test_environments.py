@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.conftest import MINIONS, use_repo_pillar
+from tests.integration.conftest import ENV_MINIONS, ENV_TGT, use_repo_pillar
 
 pytestmark = pytest.mark.docker
 
@@ -28,11 +28,11 @@ def test_highstate_lands_each_environments_differences(
             }
         }
     use_repo_pillar(pillar_dir, overrides)
-    assert salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt="*").returncode == 0
+    assert salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt=ENV_TGT).returncode == 0
 
-    applied = salt_cli.run("state.apply", "dockerops", minion_tgt="*")
+    applied = salt_cli.run("state.apply", "dockerops", minion_tgt=ENV_TGT)
     assert applied.returncode == 0, applied.stdout
-    for minion_id in MINIONS:
+    for minion_id in ENV_MINIONS:
         for state in applied.data[minion_id].values():
             assert state["result"] is True, state["comment"]
 
@@ -71,5 +71,5 @@ def test_highstate_lands_each_environments_differences(
     assert "API_TOKEN=change-me" in staging["web-1"]["Config"]["Env"]
     assert "change-me" not in applied.stdout
 
-    cleaned = salt_cli.run("state.apply", "dockerops.clean", minion_tgt="*")
+    cleaned = salt_cli.run("state.apply", "dockerops.clean", minion_tgt=ENV_TGT)
     assert cleaned.returncode == 0

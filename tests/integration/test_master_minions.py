@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from tests.integration.conftest import MINIONS, write_pillar
+from tests.integration.conftest import ENV_MINIONS, ENV_TGT, write_pillar
 
 pytestmark = pytest.mark.docker
 
@@ -42,12 +42,12 @@ def test_each_minion_manages_only_its_own_docker_host(
             "staging": _env_pillar(repo, "staging", "1.0", 3, stg_port),
         },
     )
-    refreshed = salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt="*")
+    refreshed = salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt=ENV_TGT)
     assert refreshed.returncode == 0
 
-    applied = salt_cli.run("state.apply", "dockerops", minion_tgt="*")
+    applied = salt_cli.run("state.apply", "dockerops", minion_tgt=ENV_TGT)
     assert applied.returncode == 0, applied.stdout
-    for minion_id in MINIONS:
+    for minion_id in ENV_MINIONS:
         (state,) = applied.data[minion_id].values()
         assert state["result"] is True, state["comment"]
 
@@ -67,10 +67,10 @@ def test_each_minion_manages_only_its_own_docker_host(
     assert seen["stg-m2"] == [(f"web-{i}", f"{repo}:1.0", "staging") for i in (1, 2, 3)]
 
     # ... and each minion's dockerops.status reports only its own host.
-    status = salt_cli.run("dockerops.status", "web", minion_tgt="*")
+    status = salt_cli.run("dockerops.status", "web", minion_tgt=ENV_TGT)
     assert [r["image"] for r in status.data["int-m1"]["web"]] == [f"{repo}:1.1"] * 2
     assert [r["image"] for r in status.data["stg-m2"]["web"]] == [f"{repo}:1.0"] * 3
-    version = salt_cli.run("dockerops.version", minion_tgt="*")
+    version = salt_cli.run("dockerops.version", minion_tgt=ENV_TGT)
     assert version.data["int-m1"]["docker_url"] == docker_hosts["int-m1"].url
     assert version.data["stg-m2"]["docker_url"] == docker_hosts["stg-m2"].url
 
@@ -79,12 +79,12 @@ def test_each_minion_manages_only_its_own_docker_host(
         assert resp.read().decode() == "1.0\n"
 
     # A second highstate changes nothing anywhere.
-    again = salt_cli.run("state.apply", "dockerops", minion_tgt="*")
-    for minion_id in MINIONS:
+    again = salt_cli.run("state.apply", "dockerops", minion_tgt=ENV_TGT)
+    for minion_id in ENV_MINIONS:
         (state,) = again.data[minion_id].values()
         assert state["changes"] == {}
 
-    cleaned = salt_cli.run("state.apply", "dockerops.clean", minion_tgt="*")
+    cleaned = salt_cli.run("state.apply", "dockerops.clean", minion_tgt=ENV_TGT)
     assert cleaned.returncode == 0
     for daemon in docker_hosts.values():
         client = daemon.client()

@@ -13,7 +13,7 @@ from packaging.utils import canonicalize_name
 from dockerops import loader
 
 REPO = Path(__file__).resolve().parents[2]
-KINDS = {"modules": "_modules", "states": "_states", "grains": "_grains"}
+KINDS = {"modules": "_modules", "states": "_states", "grains": "_grains", "runners": "_runners"}
 
 
 def _setup_cfg() -> configparser.ConfigParser:

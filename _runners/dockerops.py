@@ -1,0 +1,371 @@
+"""
+Roll dockerops services across minion groups: health-gated batches, canaries,
+a fleet-wide capacity floor, a failure budget and rolling rollback.
+
+The host-local work is ``dockerops.rolling_update`` / ``state.apply`` on each
+minion; this runner plans the batches (``dockerops.fleet``), checks the fleet's
+healthy capacity with ``dockerops.status`` before every batch, stops past the
+failure budget and then rolls the already-updated minions back, in batches.
+"""
+
+import contextlib
+import logging
+import os
+import time
+
+try:
+    import dockerops as _lib
+
+    HAS_LIB = hasattr(_lib, "__path__")
+    if HAS_LIB:
+        from dockerops import fleet as _fleet
+        from dockerops import history as _history
+except ImportError:
+    HAS_LIB = False
+
+import salt.client
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "dockerops"
+
+
+def __virtual__():
+    if not HAS_LIB:
+        return (False, "dockerops: the dockerops library (saltutil.sync_all or pip) is required")
+    return __virtualname__
+
+
+def _say(line):
+    """A progress line: shown by salt-run as it happens, and logged."""
+    log.info("dockerops: %s", line)
+    # __jid_event__ only exists inside a runner job.
+    with contextlib.suppress(NameError):
+        __jid_event__.fire_event({"message": line}, "progress")
+
+
+def _client():
+    return salt.client.get_local_client(__opts__["conf_file"])
+
+
+def _lock(name):
+    base = os.path.join(__opts__["cachedir"], "dockerops")
+    return _history.RolloutLock(base, f"fleet-{name}")
+
+
+def _healthy(client, minions, name, timeout):
+    status = client.cmd(list(minions), "dockerops.status", [name], tgt_type="list", timeout=timeout)
+    return _fleet.healthy_replicas(status or {}, name), status or {}
+
+
+def _run_batch(client, batch, fun, arg, timeout):
+    """Run ``fun`` on a batch; a minion that does not answer in time has failed."""
+    started = time.monotonic()
+    returns = client.cmd(list(batch), fun, arg, tgt_type="list", timeout=timeout, full_return=True)
+    took = round(time.monotonic() - started, 1)
+    out = {}
+    for minion in batch:
+        ret = (returns or {}).get(minion)
+        if ret is None:
+            out[minion] = {
+                "result": False,
+                "comment": f"no answer within {timeout}s",
+                "duration": took,
+            }
+            continue
+        data = ret.get("ret")
+        ok = ret.get("retcode", 0) == 0
+        if isinstance(data, dict) and "result" in data:
+            ok = ok and data["result"] is not False
+        elif isinstance(data, dict):  # state.apply: every state must pass
+            ok = ok and all(
+                isinstance(s, dict) and s.get("result") is not False for s in data.values()
+            )
+        else:
+            ok = False
+        out[minion] = {"result": ok, "return": data, "duration": took}
+    return out
+
+
+def _finish(summary, ok):
+    summary["result"] = ok
+    summary["retcode"] = 0 if ok else 1
+    __context__["retcode"] = summary["retcode"]
+    return summary
+
+
+def rolling_update(
+    name,
+    tgt,
+    tgt_type="glob",
+    batch=1,
+    min_healthy="75%",
+    canary=0,
+    max_failures=0,
+    pause=0,
+    rollback=True,
+    tag=None,
+    test=False,
+    timeout=300,
+):
+    """
+    Roll service ``name`` to a new version across the targeted minions.
+
+    tgt, tgt_type
+        The minions (glob, compound, grain, nodegroup, list...).
+
+    batch
+        Minions per batch: a count or a percentage (``25%``).
+
+    min_healthy
+        The fleet-wide healthy floor, a count or a percentage of all replicas
+        (default ``75%``). Checked before starting (settings that could go below
+        it are refused) and, with ``dockerops.status``, before every batch.
+
+    canary
+        Roll this many minions first, alone, then the rest.
+
+    max_failures
+        The failure budget for the whole rollout (not per batch). A minion that
+        does not answer within ``timeout`` counts as failed. Past the budget the
+        rollout stops and, with ``rollback`` (default), every minion already
+        updated is rolled back, in batches, health-gated.
+
+    pause
+        Seconds to wait between batches.
+
+    tag
+        The version (default: each minion's pillar ``tag``).
+
+    test
+        Print the plan; change nothing.
+
+    Returns a summary per minion (from, to, result, duration) and exits non-zero
+    on failure. One fleet rollout per service at a time (a master-side lock).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run dockerops.rolling_update web tgt='prd-*' batch=25% canary=1
+        salt-run dockerops.rolling_update web tgt='G@role:web' tgt_type=compound test=True
+    """
+    client = _client()
+    lock = _lock(name)
+    summary = {"service": name, "minions": {}}
+    try:
+        with lock.held(jid=__opts__.get("jid"), what="fleet rollout"):
+            return _rolling_update(
+                client,
+                summary,
+                name,
+                tgt,
+                tgt_type,
+                batch,
+                min_healthy,
+                canary,
+                max_failures,
+                float(pause),
+                rollback,
+                tag,
+                test,
+                int(timeout),
+            )
+    except (CommandExecutionError, SaltInvocationError) as err:
+        _say(f"{name}: {err}")
+        summary["comment"] = str(err)
+        return _finish(summary, False)
+
+
+def _rolling_update(
+    client,
+    summary,
+    name,
+    tgt,
+    tgt_type,
+    batch,
+    min_healthy,
+    canary,
+    max_failures,
+    pause,
+    rollback,
+    tag,
+    test,
+    timeout,
+):
+    status = client.cmd(tgt, "dockerops.status", [name], tgt_type=tgt_type, timeout=timeout)
+    replicas = {
+        minion: len(ret.get(name, []))
+        for minion, ret in (status or {}).items()
+        if isinstance(ret, dict) and ret.get(name)
+    }
+    plan = _fleet.plan_fleet(name, replicas, batch, min_healthy, canary, max_failures)
+    summary["plan"] = plan.describe()
+    for line in summary["plan"]:
+        _say(line)
+    if test:
+        summary["comment"] = "test: nothing changed"
+        return _finish(summary, True)
+
+    arg = [name] + ([f"tag={tag}"] if tag is not None else [])
+    updated, failures = [], 0
+    silent = set()
+    for number, members in enumerate(plan.batches, 1):
+        healthy, answers = _healthy(client, plan.replicas, name, timeout)
+        for minion in sorted(set(plan.replicas) - set(answers) - silent):
+            # A minion that stopped answering has failed, wherever it was.
+            silent.add(minion)
+            failures += 1
+            summary["minions"].setdefault(minion, {})
+            summary["minions"][minion].update(
+                result=False, comment=f"no answer within {timeout}s to dockerops.status"
+            )
+            _say(f"  {minion}: FAILED: no answer within {timeout}s")
+        if failures > plan.max_failures:
+            summary["comment"] = (
+                f"{failures} failed minion(s), over the failure budget of {plan.max_failures}: "
+                f"stopped before batch {number}"
+            )
+            _say(summary["comment"])
+            break
+        fleet_healthy = sum(healthy.values())
+        if fleet_healthy < plan.floor:
+            summary["comment"] = (
+                f"fleet has {fleet_healthy} healthy replicas, below the floor of {plan.floor}: "
+                f"stopped before batch {number}"
+            )
+            _say(summary["comment"])
+            failures = plan.max_failures + 1
+            break
+        label = "canary" if number == 1 and plan.canary else f"batch {number}/{len(plan.batches)}"
+        _say(f"{label}: {', '.join(members)} ({fleet_healthy} healthy, floor {plan.floor})")
+        results = _run_batch(
+            client,
+            [m for m in members if m not in silent],
+            "dockerops.rolling_update",
+            arg,
+            timeout,
+        )
+        for minion, res in results.items():
+            ret = res.get("return") if isinstance(res.get("return"), dict) else {}
+            summary["minions"][minion] = {
+                "from": ret.get("from"),
+                "to": ret.get("to"),
+                "result": res["result"],
+                "duration": res["duration"],
+                "comment": ret.get("comment") or res.get("comment"),
+            }
+            _say(
+                f"  {minion}: {'ok' if res['result'] else 'FAILED'} "
+                f"{ret.get('from')} -> {ret.get('to')} ({res['duration']}s)"
+                + ("" if res["result"] else f": {summary['minions'][minion]['comment']}")
+            )
+            if res["result"]:
+                updated.append(minion)
+            else:
+                failures += 1
+        if failures > plan.max_failures:
+            summary["comment"] = (
+                f"{failures} failed minion(s), over the failure budget of {plan.max_failures}: "
+                f"stopped after {label}"
+            )
+            _say(summary["comment"])
+            break
+        if pause and number < len(plan.batches):
+            time.sleep(pause)
+    else:
+        summary["comment"] = f"{name} rolled on {len(updated)} minion(s)"
+        _say(summary["comment"])
+        return _finish(summary, True)
+
+    if rollback and updated:
+        _roll_back(client, summary, name, updated, plan, timeout)
+    return _finish(summary, False)
+
+
+def _roll_back(client, summary, name, updated, plan, timeout):
+    """Undo the updated minions, in the rollout's batch size, health-gated."""
+    size = max(len(b) for b in plan.batches[1:] or plan.batches)
+    _say(f"rolling back {len(updated)} minion(s), {size} at a time")
+    for start in range(0, len(updated), size):
+        members = updated[start : start + size]
+        for minion in members:
+            previous = summary["minions"][minion]["from"]
+            if not previous or isinstance(previous, list):
+                summary["minions"][minion]["rolled_back"] = False
+                continue
+            results = _run_batch(
+                client,
+                [minion],
+                "dockerops.rolling_update",
+                [name, f"tag={previous.rpartition(':')[2]}"],
+                timeout,
+            )
+            ok = results[minion]["result"]
+            summary["minions"][minion]["rolled_back"] = ok
+            _say(f"  {minion}: rolled back to {previous}: {'ok' if ok else 'FAILED'}")
+
+
+def apply(
+    tgt,
+    tgt_type="glob",
+    batch=1,
+    min_healthy=None,
+    service=None,
+    max_failures=0,
+    pause=0,
+    test=False,
+    timeout=600,
+):
+    """
+    Apply the dockerops states across minions in health-gated batches.
+
+    A config change (or any pillar change) then never restarts every replica of
+    a service at once: each batch must converge (every state passing, each
+    replica health-gated on its host) before the next starts, and with
+    ``service`` and ``min_healthy`` the fleet's healthy replicas of that service
+    are checked before every batch.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run dockerops.apply tgt='prd-*' batch=2
+        salt-run dockerops.apply tgt='prd-*' batch=25% service=web min_healthy=75%
+    """
+    client = _client()
+    minions = sorted(client.cmd(tgt, "test.ping", tgt_type=tgt_type, timeout=timeout) or {})
+    summary = {"minions": {}}
+    if not minions:
+        summary["comment"] = "no minion answered"
+        return _finish(summary, False)
+    size = _fleet.parse_amount(batch, len(minions), "batch") or 1
+    batches = [minions[i : i + size] for i in range(0, len(minions), size)]
+    floor = 0
+    if service and min_healthy is not None:
+        healthy, _ = _healthy(client, minions, service, timeout)
+        floor = _fleet.parse_amount(min_healthy, sum(healthy.values()), "min_healthy")
+    arg = ["dockerops"] + (["test=True"] if test else [])
+    failures = 0
+    for number, members in enumerate(batches, 1):
+        if floor:
+            healthy, _ = _healthy(client, minions, service, timeout)
+            if sum(healthy.values()) < floor:
+                summary["comment"] = f"{service}: below the healthy floor of {floor}: stopped"
+                _say(summary["comment"])
+                return _finish(summary, False)
+        _say(f"batch {number}/{len(batches)}: {', '.join(members)}")
+        results = _run_batch(client, members, "state.apply", arg, timeout)
+        for minion, res in results.items():
+            summary["minions"][minion] = {"result": res["result"], "duration": res["duration"]}
+            _say(f"  {minion}: {'ok' if res['result'] else 'FAILED'} ({res['duration']}s)")
+            failures += not res["result"]
+        if failures > _fleet.parse_amount(max_failures, len(minions), "max_failures"):
+            summary["comment"] = f"{failures} failed minion(s): stopped after batch {number}"
+            _say(summary["comment"])
+            return _finish(summary, False)
+        if pause and number < len(batches):
+            time.sleep(float(pause))
+    summary["comment"] = f"applied on {len(minions)} minion(s)"
+    return _finish(summary, True)

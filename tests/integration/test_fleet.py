@@ -1,0 +1,190 @@
+"""The dockerops runner: fleet rollouts over minions on separate Docker hosts."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tests.integration.conftest import MINIONS, write_pillar
+
+pytestmark = pytest.mark.docker
+
+ENVS = {"int-m1": "integration", "stg-m2": "staging", "prd-m3": "production"}
+
+
+@pytest.fixture(scope="module")
+def fleet(salt_master, salt_cli, salt_minions, pillar_dir, demo_images, tmp_path_factory):
+    """Every minion runs web 1.0, two replicas, on its own host and ports."""
+    import random
+
+    repo = demo_images["repository"]
+    per_env = {}
+    for number, env in enumerate(ENVS.values()):
+        base = random.randrange(20000, 39000) // 10 * 10 + number * 3
+        per_env[env] = {
+            "dockerops": {
+                "environment": env,
+                "services": {
+                    "web": {
+                        "image": repo,
+                        "tag": "1.0",
+                        "replicas": 2,
+                        "ports": [{"container": 8080, "host": base}],
+                        "update": {"health_timeout": "10s"},
+                    }
+                },
+            }
+        }
+    write_pillar(pillar_dir, per_env)
+    assert salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt="*").returncode == 0
+    applied = salt_cli.run("state.apply", "dockerops", minion_tgt="*")
+    assert applied.returncode == 0, applied.stdout
+    yield {"repo": repo, "run": salt_master.salt_run_cli(timeout=300)}
+    salt_cli.run("state.apply", "dockerops.clean", minion_tgt="*")
+
+
+def fleet_images(docker_hosts):
+    out = {}
+    for minion, daemon in docker_hosts.items():
+        client = daemon.client()
+        found = client.containers.list(all=True, filters={"label": "io.dockerops.service=web"})
+        out[minion] = sorted(
+            (c.labels["io.dockerops.image"], c.attrs["State"].get("Health", {}).get("Status"))
+            for c in found
+        )
+        client.close()
+    return out
+
+
+def wait_healthy(docker_hosts, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = fleet_images(docker_hosts)
+        if all(h == "healthy" for rows in states.values() for _i, h in rows):
+            return states
+        time.sleep(0.5)
+    return fleet_images(docker_hosts)
+
+
+def test_plan_only_under_test(fleet, docker_hosts):
+    before = fleet_images(docker_hosts)
+    out = fleet["run"].run(
+        "dockerops.rolling_update", "web", "tgt=*", "batch=2", "canary=1", "tag=1.1", "test=True"
+    )
+    assert out.returncode == 0, out.stdout
+    plan = out.data["plan"]
+    assert plan[0].startswith("web: 3 minions, 6 replicas, healthy floor 5")
+    assert plan[1:] == ["canary: int-m1", "batch 2: prd-m3, stg-m2"]
+    assert fleet_images(docker_hosts) == before
+
+
+def test_settings_that_cannot_make_progress_are_refused(fleet, docker_hosts):
+    out = fleet["run"].run("dockerops.rolling_update", "web", "tgt=*", "min_healthy=7")
+    assert out.returncode != 0
+    assert "a floor of 7 is more than the 6 replicas" in out.stdout
+
+
+def test_rolls_the_fleet_in_batches_after_a_canary(fleet, salt_cli, docker_hosts):
+    out = fleet["run"].run(
+        "dockerops.rolling_update", "web", "tgt=*", "batch=2", "canary=1", "tag=1.1"
+    )
+    assert out.returncode == 0, out.stdout
+    assert out.data["result"] is True
+    for minion in MINIONS:
+        entry = out.data["minions"][minion]
+        assert entry["result"] is True
+        assert entry["from"] == f"{fleet['repo']}:1.0" and entry["to"] == f"{fleet['repo']}:1.1"
+    states = wait_healthy(docker_hosts)
+    assert all(rows == [(f"{fleet['repo']}:1.1", "healthy")] * 2 for rows in states.values())
+    # The canary finished before the next batch started (per-host history).
+    history = salt_cli.run("dockerops.history", "web", "limit=1", minion_tgt="*").data
+    canary_end = _end(history["int-m1"][0])
+    assert all(_start(history[m][0]) >= canary_end for m in ("prd-m3", "stg-m2"))
+
+
+def _start(entry):
+    return time.mktime(time.strptime(entry["when"], "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _end(entry):
+    return _start(entry) + entry["duration"] - 1  # `when` has one-second resolution
+
+
+def test_failure_past_the_budget_stops_and_rolls_back_in_batches(
+    fleet, salt_cli, docker_hosts, demo_images
+):
+    """1.2 is good on int-m1 and prd-m3 but broken on stg-m2: the rollout stops
+    after stg-m2's batch and the minions already updated go back to 1.1."""
+    start = wait_healthy(docker_hosts)
+    repo = fleet["repo"]
+    good = docker_hosts["int-m1"].client()
+    good.images.pull(repo, tag="1.1")
+    good.images.get(f"{repo}:1.1").tag(repo, "1.2")
+    good.images.push(repo, tag="1.2")
+    good.close()
+    # On stg-m2's host only, "1.2" is the broken build (found locally, never pulled).
+    bad = docker_hosts["stg-m2"].client()
+    bad.images.pull(repo, tag="broken")
+    bad.images.get(f"{repo}:broken").tag(repo, "1.2")
+    bad.close()
+
+    out = fleet["run"].run(
+        "dockerops.rolling_update", "web", "tgt=*", "batch=2", "canary=1", "tag=1.2"
+    )
+    assert out.returncode != 0
+    summary = out.data
+    assert summary["result"] is False
+    assert "over the failure budget of 0" in summary["comment"]
+    assert summary["minions"]["stg-m2"]["result"] is False
+    assert summary["minions"]["int-m1"]["rolled_back"] is True
+    assert summary["minions"]["prd-m3"]["rolled_back"] is True
+    assert wait_healthy(docker_hosts) == start
+
+
+def test_a_second_concurrent_call_is_refused(fleet, docker_hosts):
+    first = {}
+
+    def run_first():
+        first["out"] = fleet["run"].run(
+            "dockerops.rolling_update", "web", "tgt=*", "batch=1", "tag=1.1", "pause=3"
+        )
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    time.sleep(4)
+    second = fleet["run"].run("dockerops.rolling_update", "web", "tgt=*", "tag=1.1")
+    thread.join(timeout=300)
+    assert second.returncode != 0
+    assert "fleet rollout of fleet-web is already running" in second.stdout
+    assert first["out"].returncode == 0, first["out"].stdout
+
+
+def test_a_minion_killed_mid_rollout_halts_the_run(fleet, salt_minions, docker_hosts):
+    """Runs last: prd-m3's minion is stopped while the canary rolls."""
+    result = {}
+
+    def run():
+        result["out"] = fleet["run"].run(
+            "dockerops.rolling_update",
+            "web",
+            "tgt=*",
+            "canary=1",
+            "batch=2",
+            "tag=1.0",
+            "timeout=20",
+        )
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    time.sleep(6)  # the canary (int-m1) is rolling now
+    salt_minions["prd-m3"].terminate()
+    thread.join(timeout=300)
+    out = result["out"]
+    assert out.returncode != 0
+    assert out.data["minions"]["prd-m3"]["result"] is False
+    assert "no answer within 20s" in out.data["minions"]["prd-m3"]["comment"]
+    assert "over the failure budget of 0: stopped" in out.data["comment"]
+    # The canary, already updated, was rolled back.
+    assert out.data["minions"]["int-m1"]["rolled_back"] is True
