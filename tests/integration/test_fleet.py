@@ -112,6 +112,19 @@ def _end(entry):
     return _start(entry) + entry["duration"] - 1  # `when` has one-second resolution
 
 
+def test_a_broken_version_stops_after_the_canary(fleet, docker_hosts):
+    start = wait_healthy(docker_hosts)
+    out = fleet["run"].run(
+        "dockerops.rolling_update", "web", "tgt=*", "batch=2", "canary=1", "tag=broken"
+    )
+    assert out.returncode != 0
+    assert "stopped after canary" in out.data["comment"]
+    assert out.data["minions"]["int-m1"]["result"] is False
+    # Only the canary was tried (and its own rollout put it back).
+    assert set(out.data["minions"]) == {"int-m1"}
+    assert wait_healthy(docker_hosts) == start
+
+
 def test_failure_past_the_budget_stops_and_rolls_back_in_batches(
     fleet, salt_cli, docker_hosts, demo_images
 ):

@@ -1,0 +1,88 @@
+"""Fleet planning: batches, canaries, the healthy floor, failure budgets."""
+
+from __future__ import annotations
+
+import pytest
+
+from dockerops.errors import SpecError
+from dockerops.fleet import healthy_replicas, parse_amount, plan_fleet
+
+FLEET = {"a": 2, "b": 2, "c": 2, "d": 2}
+
+
+@pytest.mark.parametrize(
+    ("value", "total", "expected"),
+    [(3, 10, 3), ("3", 10, 3), ("25%", 10, 3), ("75%", 6, 5), ("100%", 7, 7), ("0%", 5, 0)],
+)
+def test_parse_amount(value, total, expected):
+    assert parse_amount(value, total, "x") == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "150%", "a lot", "2.5"])
+def test_parse_amount_refuses(value):
+    with pytest.raises(SpecError, match="x: expected a count or a percentage"):
+        parse_amount(value, 10, "x")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "batches"),
+    [
+        ({}, [("a",), ("b",), ("c",), ("d",)]),
+        ({"batch": 2}, [("a", "b"), ("c", "d")]),
+        ({"batch": "50%", "canary": 1}, [("a",), ("b", "c"), ("d",)]),
+        ({"batch": 3, "canary": 2}, [("a", "b"), ("c", "d")]),
+    ],
+)
+def test_batches_with_and_without_canaries(kwargs, batches):
+    plan = plan_fleet("web", FLEET, **kwargs)
+    assert list(plan.batches) == batches
+    assert plan.total == 8 and plan.floor == 6
+
+
+def test_describe_names_the_canary_and_the_numbers():
+    lines = plan_fleet("web", FLEET, batch=2, canary=1, max_failures=1).describe()
+    assert lines[0] == (
+        "web: 4 minions, 8 replicas, healthy floor 6, worst case during a batch 8, failure budget 1"
+    )
+    assert lines[1:] == ["canary: a", "batch 2: b, c", "batch 3: d"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_healthy": 9}, "a floor of 9 is more than the 8 replicas"),
+        ({"canary": 4}, "leave no minion"),
+        ({"batch": 0}, "at least one minion per batch"),
+        # stop-first, 2 down per minion, 2 minions per batch: 4 of 8 left < 6.
+        (
+            {"batch": 2, "loss_per_minion": dict.fromkeys(FLEET, 2)},
+            "a batch can take the fleet to 4 healthy replicas, below the floor of 6",
+        ),
+    ],
+)
+def test_settings_that_cannot_make_progress_are_refused(kwargs, message):
+    with pytest.raises(SpecError, match=message):
+        plan_fleet("web", FLEET, **kwargs)
+
+
+def test_no_minion_is_refused():
+    with pytest.raises(SpecError, match="no targeted minion runs it"):
+        plan_fleet("web", {})
+
+
+def test_start_first_loses_nothing_so_any_batch_keeps_the_floor():
+    plan = plan_fleet("web", FLEET, batch="100%", min_healthy="100%", loss_per_minion={})
+    assert plan.worst_case_healthy == 8 and plan.floor == 8
+
+
+def test_healthy_replicas_counts_running_healthy_or_unchecked():
+    status = {
+        "a": {
+            "web": [{"state": "running", "health": "healthy"}, {"state": "running", "health": None}]
+        },
+        "b": {
+            "web": [{"state": "running", "health": "starting"}, {"state": "exited", "health": None}]
+        },
+        "c": "Minion did not return",
+    }
+    assert healthy_replicas(status, "web") == {"a": 2, "b": 0, "c": 0}
