@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,17 @@ from .errors import DockerError
 
 class LockHeld(DockerError):
     """Another live process holds the rollout lock."""
+
+
+def _pid(holder: dict[str, Any] | None) -> int | None:
+    """The holder's pid, or None when the lock is unusable (it is then taken over)."""
+    if holder is None or not holder.get("host"):
+        return None
+    try:
+        pid = int(holder.get("pid"))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return pid if pid > 0 else None
 
 
 def _alive(pid: int) -> bool:
@@ -57,31 +69,48 @@ class RolloutLock:
             "what": what,
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        for _ in range(2):
+        for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create(me)
             except FileExistsError:
                 holder = self.holder()
-                pid = int((holder or {}).get("pid") or 0)
-                same_host = (holder or {}).get("host") == me["host"]
-                if holder is None or (same_host and not _alive(pid)):
-                    # Left by a process that died (or unreadable): take it over.
+                pid = _pid(holder)
+                same_host = holder is not None and holder.get("host") == me["host"]
+                if pid is None or (same_host and not _alive(pid)):
+                    # Unreadable, or left by a process that died: take it over.
                     with contextlib.suppress(FileNotFoundError):
                         self.path.unlink()
                     continue
+                assert holder is not None
                 raise LockHeld(
                     f"a {holder.get('what', 'rollout')} of {self.service} is already running "
-                    f"(pid {pid}, job {holder.get('jid')}, since {holder.get('since')}); "
-                    f"lock: {self.path}"
+                    f"(pid {pid} on {holder.get('host')}, job {holder.get('jid')}, since "
+                    f"{holder.get('since')}); lock: {self.path}"
                 ) from None
-            with os.fdopen(fd, "w") as handle:
-                json.dump(me, handle)
             return me
         raise LockHeld(f"could not take the rollout lock {self.path}")
 
+    def _create(self, me: dict[str, Any]) -> None:
+        """Create the lock file with its content in one step (FileExistsError if held).
+
+        The content is written to a private file first and then hard-linked into
+        place, so nobody ever reads a half-written lock.
+        """
+        fd, tmp = tempfile.mkstemp(prefix=".lock-", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(me, handle)
+            os.link(tmp, self.path)
+        finally:
+            os.unlink(tmp)
+
     def release(self) -> None:
         holder = self.holder()
-        if holder is not None and holder.get("pid") == os.getpid():
+        if (
+            holder is not None
+            and holder.get("pid") == os.getpid()
+            and holder.get("host") == socket.gethostname()
+        ):
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
@@ -103,6 +132,12 @@ class History:
     def append(self, entry: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(entry, sort_keys=True) + "\n"
+        # After a crash mid-write the last line may be torn: start a new line.
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                if handle.read(1) != b"\n":
+                    line = "\n" + line
         with open(self.path, "a") as handle:
             handle.write(line)
             handle.flush()
@@ -121,7 +156,9 @@ class History:
                 continue  # a torn last line from a crash
             if isinstance(item, dict):
                 out.append(item)
-        return out[-limit:] if limit else out
+        if limit is None:
+            return out
+        return out[-limit:] if limit > 0 else []
 
     def last_good(self) -> dict[str, Any] | None:
         """The newest successful rollout."""

@@ -75,7 +75,10 @@ def event_bus_listens(opts: Mapping[str, Any]) -> bool:
     )
     if not local or opts.get("ipc_mode", "ipc") != "ipc":
         return True
-    return bool(glob.glob(os.path.join(str(opts.get("sock_dir", "")), "minion_event_*_pull.ipc")))
+    sock_dir = opts.get("sock_dir")
+    if not sock_dir:
+        return True
+    return bool(glob.glob(os.path.join(str(sock_dir), "minion_event_*_pull.ipc")))
 
 
 def event_progress(send: Callable[[str, dict[str, Any]], Any] | None, service: str) -> Progress:
@@ -140,9 +143,11 @@ def describe_plan(spec: ServiceSpec, actions: list[Action]) -> list[str]:
         parts = []
         for action in batch:
             assert action.actual is not None and action.desired is not None
-            change = ", ".join(action.changed)
+            others = [c for c in action.changed if c != "image"]
+            change = ", ".join(others)
             if "image" in action.changed:
-                change = f"{action.actual.image} -> {action.desired.image}"
+                image = f"{action.actual.image} -> {action.desired.image}"
+                change = image + (f"; {change}" if change else "")
             parts.append(f"{action.name} ({change})")
         lines.append(f"batch {number} ({spec.update.order}): " + "; ".join(parts))
     lines.extend(f"{a.kind} {a.name}" for a in actions if a.kind == "signal")
