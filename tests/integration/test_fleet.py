@@ -193,7 +193,10 @@ def test_a_minion_killed_mid_rollout_halts_the_run(fleet, salt_minions, docker_h
     thread.start()
     time.sleep(6)  # the canary (int-m1) is rolling now
     salt_minions["prd-m3"].terminate()
-    thread.join(timeout=300)
+    try:
+        thread.join(timeout=300)
+    finally:
+        salt_minions["prd-m3"].start(start_timeout=120)
     out = result["out"]
     assert out.returncode != 0
     assert out.data["minions"]["prd-m3"]["result"] is False
