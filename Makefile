@@ -51,7 +51,7 @@ test: setup lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: setup
-	@echo "see bench/README.md"
+	$(BIN)/python bench/noop_highstate.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

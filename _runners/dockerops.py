@@ -83,7 +83,12 @@ def _run_batch(client, batch, fun, arg, timeout):
                 isinstance(s, dict) and s.get("result") is not False for s in data.values()
             )
         else:
-            ok = False
+            out[minion] = {
+                "result": False,
+                "comment": f"no answer within {timeout}s ({data})",
+                "duration": took,
+            }
+            continue
         out[minion] = {"result": ok, "return": data, "duration": took}
     return out
 
@@ -213,7 +218,9 @@ def _rolling_update(
     silent = set()
     for number, members in enumerate(plan.batches, 1):
         healthy, answers = _healthy(client, plan.replicas, name, timeout)
-        for minion in sorted(set(plan.replicas) - set(answers) - silent):
+        # LocalClient reports a minion that did not return as a message string.
+        answered = {m for m, ret in answers.items() if isinstance(ret, dict)}
+        for minion in sorted(set(plan.replicas) - answered - silent):
             # A minion that stopped answering has failed, wherever it was.
             silent.add(minion)
             failures += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -156,18 +157,24 @@ def test_failure_past_the_budget_stops_and_rolls_back_in_batches(
     assert wait_healthy(docker_hosts) == start
 
 
-def test_a_second_concurrent_call_is_refused(fleet, docker_hosts):
+def test_a_second_concurrent_call_is_refused(fleet, salt_master, docker_hosts):
     first = {}
+    lock = Path(salt_master.config["cachedir"]) / "dockerops" / "locks" / "fleet-web.lock"
 
     def run_first():
         first["out"] = fleet["run"].run(
-            "dockerops.rolling_update", "web", "tgt=*", "batch=1", "tag=1.1", "pause=3"
+            "dockerops.rolling_update", "web", "tgt=*", "batch=1", "tag=1.1", "pause=5"
         )
 
     thread = threading.Thread(target=run_first)
     thread.start()
-    time.sleep(4)
-    second = fleet["run"].run("dockerops.rolling_update", "web", "tgt=*", "tag=1.1")
+    deadline = time.monotonic() + 120
+    while not lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lock.exists(), "the first rollout never took the lock"
+    # A CLI factory of its own: one factory must not run two processes at once.
+    second_cli = salt_master.salt_run_cli(timeout=300)
+    second = second_cli.run("dockerops.rolling_update", "web", "tgt=*", "tag=1.1")
     thread.join(timeout=300)
     assert second.returncode != 0
     assert "fleet rollout of fleet-web is already running" in second.stdout
@@ -175,7 +182,13 @@ def test_a_second_concurrent_call_is_refused(fleet, docker_hosts):
 
 
 def test_a_minion_killed_mid_rollout_halts_the_run(fleet, salt_minions, docker_hosts):
-    """Runs last: prd-m3's minion is stopped while the canary rolls."""
+    """Runs last: prd-m3's minion is stopped while the canary (int-m1) rolls."""
+    canary_host = docker_hosts["int-m1"].client()
+    running = {
+        c.labels["io.dockerops.image"]
+        for c in canary_host.containers.list(filters={"label": "io.dockerops.service=web"})
+    }
+    target = "1.0" if running == {f"{fleet['repo']}:1.1"} else "1.1"
     result = {}
 
     def run():
@@ -185,20 +198,33 @@ def test_a_minion_killed_mid_rollout_halts_the_run(fleet, salt_minions, docker_h
             "tgt=*",
             "canary=1",
             "batch=2",
-            "tag=1.0",
+            f"tag={target}",
             "timeout=20",
         )
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(6)  # the canary (int-m1) is rolling now
-    salt_minions["prd-m3"].terminate()
     try:
+        # Wait until the canary's first replacement exists: the rollout is under way.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            labels = {
+                c.labels["io.dockerops.image"]
+                for c in canary_host.containers.list(
+                    all=True, filters={"label": "io.dockerops.service=web"}
+                )
+            }
+            if f"{fleet['repo']}:{target}" in labels:
+                break
+            time.sleep(0.1)
+        salt_minions["prd-m3"].terminate()
         thread.join(timeout=300)
     finally:
+        canary_host.close()
         salt_minions["prd-m3"].start(start_timeout=120)
     out = result["out"]
-    assert out.returncode != 0
+    assert out.returncode != 0, out.stdout
+    assert "prd-m3" in out.data["minions"], out.stdout
     assert out.data["minions"]["prd-m3"]["result"] is False
     assert "no answer within 20s" in out.data["minions"]["prd-m3"]["comment"]
     assert "over the failure budget of 0: stopped" in out.data["comment"]
