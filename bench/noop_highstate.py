@@ -196,7 +196,7 @@ class Minion:
         if self.tool == OURS:
             # The formula from salt/, and the repository itself so that
             # saltutil.sync_all brings _modules, _states and the library (_utils).
-            file_roots += [str(REPO / "salt"), str(REPO)]
+            file_roots += [str(REPO / "salt")]  # the formula and (linked) _modules, _utils...
             config["dockerops.state_dir"] = str(self.root / "state")
             top, sls = "dockerops", None
             pillar_data = self.dockerops_pillar()
