@@ -194,9 +194,9 @@ class Minion:
             "log_level_logfile": "warning",
         }
         if self.tool == OURS:
-            # The formula from salt/, and the repository itself so that
-            # saltutil.sync_all brings _modules, _states and the library (_utils).
-            file_roots += [str(REPO / "salt")]  # the formula and (linked) _modules, _utils...
+            # salt/ holds the formula and links to _modules, _states and the
+            # library (_utils), which saltutil.sync_all brings.
+            file_roots += [str(REPO / "salt")]
             config["dockerops.state_dir"] = str(self.root / "state")
             top, sls = "dockerops", None
             pillar_data = self.dockerops_pillar()
