@@ -1,7 +1,7 @@
 {#- Roll a service across the fleet from the master, with settings from pillar:
 
       salt-run state.orchestrate orch.dockerops.rolling_update \
-        pillar='{"dockerops_rollout": {"service": "web", "tgt": "prd-*", "tag": "1.5"}}'
+        pillar='dockerops_rollout: {service: web, tgt: "prd-*", tag: "1.5"}'
 #}
 {%- set rollout = salt["pillar.get"]("dockerops_rollout", {}) %}
 {%- set service = rollout.get("service", "web") %}
