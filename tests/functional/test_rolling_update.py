@@ -141,17 +141,22 @@ def test_a_failure_after_good_batches_rolls_them_back_rolling(
     salt.set_pillar(pillar)
     before = {c.name: c.id for c in containers(docker_client, web["name"]).values()}
 
-    def break_after_first_swap():
+    def break_the_second_replacement():
+        # Start-first: the first replacement runs in the spare slot 4 and frees
+        # slot 1 once healthy; the second replacement is created in slot 1.
+        # Breaking health as soon as that container exists fails it (and only
+        # it: the first replacement was already accepted).
+        second = f"{web['name']}-1"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            now = containers(docker_client, web["name"]).values()
-            swapped = [c for c in now if c.labels["io.dockerops.image"] == demo_images["1.1"]]
-            if swapped and len(now) == REPLICAS:
-                flag.write_text("stop")
-                return
+            for container in containers(docker_client, web["name"]).values():
+                new = container.labels["io.dockerops.image"] == demo_images["1.1"]
+                if new and container.name == second:
+                    flag.write_text("stop")
+                    return
             time.sleep(0.05)
 
-    watcher = threading.Thread(target=break_after_first_swap, daemon=True)
+    watcher = threading.Thread(target=break_the_second_replacement, daemon=True)
     watcher.start()
     out = salt.modules.dockerops.rolling_update(web["name"])
     watcher.join(timeout=5)
