@@ -238,9 +238,6 @@ def rolling_update(
     rendered = _render.render_service_config(spec, __salt__)
     running = sorted({c.image for c in host.managed(name)})
     test = _test(test)
-    if test:
-        version = rendered.version if rendered else None
-        actions = _converge.plan(host, spec, version, state_dir)
     result = _converge.converge(
         host,
         spec,
@@ -257,7 +254,7 @@ def rolling_update(
     if result.rolled_back:
         out["rolled_back"] = result.rolled_back
     if test:
-        out["plan"] = _rollout.describe_plan(spec, actions)
+        out["plan"] = _rollout.describe_plan(spec, result.actions)
     if spec.image_ref != pillar_spec.image_ref:
         out["note"] = (
             f"{spec.image_ref} is not pillar's version ({pillar_spec.image_ref}): the next "

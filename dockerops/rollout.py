@@ -197,6 +197,7 @@ def replace(
                     occupied.discard(action.index)
                 occupied.add(slot)
                 targets.append((action, slots[slot], before))
+            slot_of = {target.name: target.index for _a, target, _b in targets}
             for action, target, before in targets:
                 new_id = host.create(target)
                 report.touched.add(new_id)
@@ -218,17 +219,16 @@ def replace(
                 # This batch's replacements go; replicas it stopped (in place)
                 # come back with the earlier batches.
                 for action, new_id, name, before in fresh:
-                    assert action.actual is not None
-                    if _exists(host, action.actual.id):
+                    if name != action.name:  # started beside the old replica
                         host.remove(new_id, name, graceful=False)
-                        occupied.discard(int(name.rsplit("-", 1)[1]))
+                        occupied.discard(slot_of[name])
                     else:
                         report.replaced.append(Replaced(action, before, new_id, name))
                 rollback(host, spec, report, settle, notify)
             raise RolloutFailed(str(err), report) from err
         for action, new_id, name, before in fresh:
             assert action.actual is not None and action.index is not None
-            if start_first and _exists(host, action.actual.id):
+            if name != action.name:  # started beside it: the old replica goes now
                 host.remove(action.actual.id, action.name)
                 occupied.discard(action.index)
             report.replaced.append(Replaced(action, before, new_id, name))
@@ -253,7 +253,7 @@ def rollback(
     for item in reversed(report.replaced):
         old_name = str(item.before["Name"]).lstrip("/")
         restarted_first = False
-        if item.new_id and not _name_taken(host, old_name):
+        if item.new_id and not _exists(host, old_name):
             restarted_first = True
         elif item.new_id:
             host.remove(item.new_id, item.new_name, graceful=False)
@@ -273,6 +273,7 @@ def rollback(
 
 
 def _exists(host: DockerHost, container_id: str) -> bool:
+    """Whether a container (id or name) exists."""
     if not container_id:
         return False
     try:
@@ -280,7 +281,3 @@ def _exists(host: DockerHost, container_id: str) -> bool:
     except DockerError:
         return False
     return True
-
-
-def _name_taken(host: DockerHost, name: str) -> bool:
-    return _exists(host, name)
