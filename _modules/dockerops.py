@@ -278,13 +278,10 @@ def rollback(name, test=None):
         salt '*' dockerops.rollback web
     """
     running = {c.image for c in _docker().managed(name)}
-    entries = _history.History(_records.state_dir(__opts__), name).entries()
-    target = next(
-        (e["to"] for e in reversed(entries) if e.get("result") and e.get("to") not in running),
-        None,
-    )
-    if target is None:
+    good = _history.History(_records.state_dir(__opts__), name).last_good(other_than=running)
+    if good is None or not isinstance(good.get("to"), str):
         raise CommandExecutionError(f"no earlier good version of {name} in its history")
+    target = good["to"]
     repository, _, tag = target.rpartition(":")
     pillar_spec = _spec.load_service(__pillar__, name)
     if repository != pillar_spec.image:

@@ -119,15 +119,17 @@ def container_events(api: docker.APIClient, since: float, until: float) -> list[
 def analyse(events: list[dict[str, Any]], image: str, t0: float, t1: float) -> dict[str, Any]:
     """Per replacement (a container of ``image`` started in [t0, t1]): start -> healthy.
 
-    The time that is not inherent is split by the events between one
-    replacement's healthy + min_healthy_time ("ready") and the next one's start:
-    ready -> the old replica's ``kill`` (noticing), ``kill`` -> ``destroy``
-    (stopping and removing it), ``destroy`` -> the next ``create`` and
-    ``create`` -> ``start`` (creating and starting the next replacement).
+    The inherent time is, summed over the replacements, start -> healthy plus
+    ``min_healthy_time``: the time a rollout that holds each replacement
+    before starting the next cannot avoid. Two latencies are measured from the
+    events: ``launch``, from one replacement's ``healthy`` to the next one's
+    ``start`` (noticing, then creating and starting it), and ``retire``, from
+    a replacement's healthy + ``min_healthy_time`` ("ready") to the ``kill``
+    of the old replica it replaces (noticing it counts).
     """
     starts: dict[str, float] = {}
     healthy_at: dict[str, float] = {}
-    others: list[tuple[float, str]] = []
+    kills: list[float] = []
     for event in events:
         attrs = event.get("Actor", {}).get("Attributes", {})
         cid, when, action = event["id"], event["timeNano"] / 1e9, event["Action"]
@@ -135,39 +137,27 @@ def analyse(events: list[dict[str, Any]], image: str, t0: float, t1: float) -> d
             starts.setdefault(cid, when)
         elif action == "health_status: healthy" and cid in starts:
             healthy_at.setdefault(cid, when)
-        if action in ("kill", "destroy", "create"):
-            others.append((when, action))
-    others.sort()
+        elif action == "kill" and attrs.get("image") != image:
+            kills.append(when)
+    kills.sort()
     steps = sorted((starts[c], healthy_at[c]) for c in starts if c in healthy_at)
     to_healthy = [h - s for s, h in steps]
     inherent = sum(to_healthy) + MIN_HEALTHY * len(steps)
-
-    def first(action: str, after: float, before: float) -> float | None:
-        return next((w for w, a in others if a == action and after <= w <= before), None)
-
-    gaps, parts = [], []
-    for (_start, healthy_i), (next_start, _h) in itertools.pairwise(steps):
+    launch = [round(s_next - h, 3) for (_s, h), (s_next, _h) in itertools.pairwise(steps)]
+    retire = []
+    for _start, healthy_i in steps:
         ready = healthy_i + MIN_HEALTHY
-        gaps.append(round(next_start - ready, 2))
-        kill = first("kill", ready - 0.5, next_start)
-        destroy = first("destroy", kill, next_start) if kill else None
-        create = first("create", destroy, next_start) if destroy else None
-        if kill and destroy and create:
-            parts.append(
-                {
-                    "notice": round(kill - ready, 3),
-                    "stop_remove": round(destroy - kill, 3),
-                    "to_create": round(create - destroy, 3),
-                    "create_start": round(next_start - create, 3),
-                }
-            )
+        kill = next((k for k in kills if k >= ready - 0.05), None)
+        if kill is not None:
+            retire.append(round(kill - ready, 3))
+            kills.remove(kill)
     return {
         "replacements": len(steps),
         "start_to_healthy": [round(x, 2) for x in to_healthy],
         "inherent": round(inherent, 2),
         "before_first_start": round(steps[0][0] - t0, 2) if steps else None,
-        "gaps_between": gaps,
-        "gap_parts": parts,
+        "launch": launch,
+        "retire": retire,
         "after_last": round(t1 - (steps[-1][1] + MIN_HEALTHY), 2) if steps else None,
     }
 
@@ -409,11 +399,16 @@ def summary(results: dict[str, Any]) -> dict[str, Any]:
         out["broken_ours_over_swarm"] = round(
             out["ours_broken_median"] / out["swarm_broken_median"], 3
         )
-    ours_parts = [p for r in (results.get("ours") or {}).get("updates", []) for p in r["gap_parts"]]
-    if ours_parts:
-        out["ours_gap_parts_median"] = {
-            key: statistics.median(p[key] for p in ours_parts) for key in ours_parts[0]
-        }
+    for who in ("ours", "swarm"):
+        updates = (results.get(who) or {}).get("updates", [])
+        for key in ("launch", "retire"):
+            values = [v for r in updates for v in r.get(key, [])]
+            if values:
+                out[f"{who}_{key}_median"] = statistics.median(values)
+        for key in ("before_first_start", "after_last"):
+            values = [r[key] for r in updates if r.get(key) is not None]
+            if values:
+                out[f"{who}_{key}_median"] = statistics.median(values)
     return out
 
 

@@ -237,7 +237,8 @@ def _execute(
     # New replicas replace nothing, so they start together; each must come up.
     for container_id, action in fresh:
         outcome.touched.add(container_id)
-        health = host.wait_healthy(container_id, action.name, timeout, settle)
+        since = 0 if action.kind == "create" else None
+        health = host.wait_healthy(container_id, action.name, timeout, settle, restarts=since)
         if not health.healthy:
             raise RolloutFailed(health.reason)
         outcome.steps.append(f"started {action.name} (healthy in {health.seconds:.1f}s)")

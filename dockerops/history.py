@@ -14,7 +14,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -160,9 +160,13 @@ class History:
             return out
         return out[-limit:] if limit > 0 else []
 
-    def last_good(self) -> dict[str, Any] | None:
-        """The newest successful rollout."""
+    def last_good(self, other_than: Collection[str] = ()) -> dict[str, Any] | None:
+        """The newest successful rollout to an image not in ``other_than``.
+
+        ``dockerops.rollback`` passes the images running now: the last good
+        version is then the one to go back to.
+        """
         for entry in reversed(self.entries()):
-            if entry.get("result") is True:
+            if entry.get("result") is True and entry.get("to") not in other_than:
                 return dict(entry)
         return None

@@ -25,6 +25,8 @@ from .replicas import (
 )
 
 STOP_TIMEOUT = 10
+# Seconds between inspects while waiting on a container's health.
+POLL = 0.1
 
 
 class DockerHost:
@@ -156,47 +158,20 @@ class DockerHost:
         name: str,
         timeout: float,
         min_healthy_time: float = 0.0,
-        poll: float = 0.2,
+        poll: float = POLL,
+        restarts: int | None = None,
     ) -> HealthReport:
         """Wait until the container counts as healthy, or say why it does not.
 
-        Healthy means: Docker reports ``healthy`` (the image's HEALTHCHECK or the
-        spec's), or, without a healthcheck, running; then it stays so, without a
-        restart, for ``min_healthy_time`` (at least a second without a
-        healthcheck, so an instant crash is not taken for success).
+        See :class:`HealthWatch` for what counts. ``restarts`` is the restart
+        count it starts from (0 for a container just created; None: whatever
+        the first inspect shows).
         """
-        started = time.monotonic()
-        deadline = started + timeout
-        first = self.inspect(container_id)
-        restarts = int(first.get("RestartCount") or 0)
-        has_check = _has_healthcheck(first)
-        settle = min_healthy_time if has_check else max(min_healthy_time, 1.0)
-        healthy_since: float | None = None
+        watch = HealthWatch(name, timeout, min_healthy_time, time.monotonic(), restarts)
         while True:
-            details = self.inspect(container_id)
-            state = details.get("State") or {}
-            now = time.monotonic()
-            if int(details.get("RestartCount") or 0) > restarts or state.get("Restarting"):
-                return HealthReport(False, f"{name} restarted (crash loop)", now - started)
-            if state.get("Status") in ("exited", "dead"):
-                return HealthReport(
-                    False, f"{name} exited with code {state.get('ExitCode')}", now - started
-                )
-            health = (state.get("Health") or {}).get("Status") if has_check else None
-            if has_check and health == "unhealthy":
-                return HealthReport(False, f"{name} became unhealthy", now - started)
-            ok = state.get("Status") == "running" and (not has_check or health == "healthy")
-            if ok:
-                healthy_since = healthy_since if healthy_since is not None else now
-                if now - healthy_since >= settle:
-                    return HealthReport(True, f"{name} healthy", now - started)
-            elif healthy_since is not None:
-                return HealthReport(False, f"{name} stopped being healthy", now - started)
-            if now > deadline:
-                what = f"health: {health}" if has_check else f"state: {state.get('Status')}"
-                return HealthReport(
-                    False, f"{name} not healthy within {timeout:g}s ({what})", now - started
-                )
+            verdict = watch.observe(self.inspect(container_id), time.monotonic())
+            if verdict is not None:
+                return verdict
             time.sleep(poll)
 
     def start(self, container_id: str, name: str) -> None:
@@ -224,6 +199,65 @@ class HealthReport:
     healthy: bool
     reason: str
     seconds: float
+
+
+@dataclass
+class HealthWatch:
+    """Judges one container's successive inspects: does it count as healthy yet?
+
+    It counts once Docker reports it ``healthy`` (the image's HEALTHCHECK or the
+    spec's), or, without a healthcheck, running, and it then stays so, without
+    a restart, for ``min_healthy_time`` (at least a second without a
+    healthcheck, so an instant crash is not taken for success). It fails on a
+    restart, an exit, ``unhealthy``, losing health, or ``timeout`` seconds
+    after ``started`` without being healthy. Pure: the caller inspects and
+    keeps the time.
+    """
+
+    name: str
+    timeout: float
+    min_healthy_time: float
+    started: float
+    restarts: int | None = None
+    healthy_since: float | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """Whether Docker reports it healthy (it may still be proving itself)."""
+        return self.healthy_since is not None
+
+    def observe(self, details: dict[str, Any], now: float) -> HealthReport | None:
+        """The verdict from one inspect taken at ``now``; None: undecided yet."""
+        state = details.get("State") or {}
+        took = now - self.started
+        count = int(details.get("RestartCount") or 0)
+        if self.restarts is None:
+            self.restarts = count
+        if count > self.restarts or state.get("Restarting"):
+            return HealthReport(False, f"{self.name} restarted (crash loop)", took)
+        if state.get("Status") in ("exited", "dead"):
+            return HealthReport(
+                False, f"{self.name} exited with code {state.get('ExitCode')}", took
+            )
+        has_check = _has_healthcheck(details)
+        health = (state.get("Health") or {}).get("Status") if has_check else None
+        if health == "unhealthy":
+            return HealthReport(False, f"{self.name} became unhealthy", took)
+        if state.get("Status") == "running" and (not has_check or health == "healthy"):
+            if self.healthy_since is None:
+                self.healthy_since = now
+            settle = self.min_healthy_time if has_check else max(self.min_healthy_time, 1.0)
+            if now - self.healthy_since >= settle:
+                return HealthReport(True, f"{self.name} healthy", took)
+            return None
+        if self.healthy_since is not None:
+            return HealthReport(False, f"{self.name} stopped being healthy", took)
+        if took > self.timeout:
+            what = f"health: {health}" if has_check else f"state: {state.get('Status')}"
+            return HealthReport(
+                False, f"{self.name} not healthy within {self.timeout:g}s ({what})", took
+            )
+        return None
 
 
 def _has_healthcheck(details: dict[str, Any]) -> bool:

@@ -2,10 +2,13 @@
 
 Replacements go ``update.parallelism`` at a time. ``start-first`` starts each
 replacement in a free slot (a spare host port) and stops the replica it
-replaces only once the replacement is healthy, so capacity never drops below
-the replica count; ``stop-first`` replaces in place and dips by at most
+replaces only once the replacement counts, so capacity never drops below the
+replica count; ``stop-first`` replaces in place and dips by at most
 ``parallelism``. A replacement counts when Docker reports it healthy and it
-stays so, without restarting, for ``min_healthy_time``. The first failure (not
+stays so, without restarting, for ``min_healthy_time``. Start-first overlaps
+one batch's ``min_healthy_time`` with the start of the next (which is why it
+has twice ``parallelism`` spare slots), so the hold costs no more wall time
+than Swarm's unheld monitor period, without counting a replica early. The first failure (not
 healthy in time, unhealthy, exited, crash loop) stops the rollout; with
 ``update.rollback`` every replica already replaced is put back exactly as it
 was (from its inspect), newest first, each health-gated the same way, without
@@ -17,15 +20,17 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import DockerError, SpecError
-from .host import DockerHost
+from .host import POLL, DockerHost, HealthWatch
 from .plan import Action
 from .replicas import DesiredReplica
-from .spec import PILLAR_KEY, ServiceSpec
+from .spec import PILLAR_KEY, PIPELINE, ServiceSpec
 
 Progress = Callable[[str, dict[str, Any]], None]
 log = logging.getLogger(__name__)
@@ -154,6 +159,46 @@ def describe_plan(spec: ServiceSpec, actions: list[Action]) -> list[str]:
     return lines
 
 
+@dataclass
+class Clock:
+    """Time for the rollout loop (a fake one in tests)."""
+
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+@dataclass
+class _Member:
+    """One replacement in a batch: the replica it replaces and its container."""
+
+    action: Action
+    name: str
+    slot: int
+    in_place: bool
+    before: dict[str, Any] | None = None
+    new_id: str = ""
+    watch: HealthWatch | None = None
+    counted: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        return self.counted or (self.watch is not None and self.watch.healthy)
+
+
+@dataclass
+class _Batch:
+    number: int
+    members: list[_Member]
+
+    @property
+    def healthy(self) -> bool:
+        return all(m.healthy for m in self.members)
+
+    @property
+    def counted(self) -> bool:
+        return all(m.counted for m in self.members)
+
+
 def replace(
     host: DockerHost,
     spec: ServiceSpec,
@@ -163,79 +208,174 @@ def replace(
     settle: float,
     all_at_once: bool = False,
     progress: Progress | None = None,
+    clock: Clock | None = None,
 ) -> RolloutReport:
     """Replace the containers of ``actions`` (kind ``recreate``); raise on failure.
 
     ``slots`` is the desired container of every slot, ``occupied`` the slots
-    holding containers now. On failure, after rolling back (when enabled), the
-    :class:`RolloutFailed` raised carries the report in ``err.report``.
+    holding containers now. Start-first batches overlap: once every replacement
+    of a batch is healthy, the next batch starts in spare slots while the first
+    proves itself for ``settle`` seconds (``PIPELINE`` batches at most); an old
+    replica is stopped only once its replacement counts. In-place batches
+    (stop-first, or no spare slot) run one at a time. On failure, after rolling
+    back (when enabled), the :class:`RolloutFailed` raised carries the report
+    in ``err.report``.
     """
     report = RolloutReport()
     notify = progress or (lambda _tag, _data: None)
+    clock = clock or Clock()
     update = spec.update
     start_first = update.order == "start-first" and not all_at_once
     size = len(actions) if all_at_once else update.parallelism
-    batches = [actions[i : i + size] for i in range(0, len(actions), size)]
-    for number, batch in enumerate(batches, 1):
-        notify("batch", {"batch": number, "of": len(batches), "replicas": [a.name for a in batch]})
-        fresh: list[tuple[Action, str, str, dict[str, Any]]] = []
-        try:
-            # Choose each replacement's slot (stopping in-place ones first, all
-            # of the batch before any replacement starts), then start them.
-            targets = []
-            for action in batch:
-                assert action.actual is not None and action.index is not None
-                if "config" in action.changed and report.previous_config is None:
-                    report.previous_config = action.actual.config_version or None
-                before = host.inspect(action.actual.id)
-                slot = None
-                if start_first:
-                    slot = min((s for s in slots if s not in occupied), default=None)
-                if slot is None:  # stop-first, or no spare slot left: in place
-                    slot = action.index
-                    host.remove(action.actual.id, action.name)
-                    occupied.discard(action.index)
-                occupied.add(slot)
-                targets.append((action, slots[slot], before))
-            slot_of = {target.name: target.index for _a, target, _b in targets}
-            for action, target, before in targets:
-                new_id = host.create(target)
-                report.touched.add(new_id)
-                fresh.append((action, new_id, target.name, before))
+    queue = deque(actions[i : i + size] for i in range(0, len(actions), size))
+    total = len(queue)
+    flying: list[_Batch] = []
+    try:
+        while queue or flying:
+            if queue and _may_launch(len(queue[0]), flying, start_first, slots, occupied):
+                batch = _Batch(total - len(queue) + 1, [])
+                flying.append(batch)
+                _launch(host, spec, batch, queue.popleft(), slots, occupied, start_first, report)
                 notify(
-                    "replica", {"replica": target.name, "state": "started", "replaces": action.name}
+                    "batch",
+                    {
+                        "batch": batch.number,
+                        "of": total,
+                        "replicas": [m.name for m in batch.members],
+                    },
                 )
-            for _action, new_id, name, _before in fresh:
-                health = host.wait_healthy(new_id, name, update.health_timeout, settle)
-                if not health.healthy:
-                    raise RolloutFailed(health.reason)
+                for member in batch.members:
+                    member.watch = HealthWatch(
+                        member.name, update.health_timeout, settle, clock.now(), restarts=0
+                    )
+                    notify(
+                        "replica",
+                        {
+                            "replica": member.name,
+                            "state": "started",
+                            "replaces": member.action.name,
+                        },
+                    )
+                continue
+            moved = _observe(host, flying, clock, notify)
+            while flying and flying[0].counted:
+                _finish(host, flying.pop(0), occupied, report)
+                moved = True
+            if not moved:
+                clock.sleep(POLL)
+    except DockerError as err:
+        failed = [m.name for batch in flying for m in batch.members if m.new_id]
+        report.steps.append(f"{', '.join(failed) or 'batch'}: {err}")
+        if update.rollback:
+            # Replacements started beside their old replica go; replicas
+            # stopped in place come back with the earlier batches.
+            for batch in flying:
+                for member in batch.members:
+                    if not member.in_place:
+                        if member.new_id:
+                            host.remove(member.new_id, member.name, graceful=False)
+                        occupied.discard(member.slot)
+                    elif member.before is not None:
+                        report.replaced.append(
+                            Replaced(member.action, member.before, member.new_id, member.name)
+                        )
+            rollback(host, spec, report, settle, notify)
+        raise RolloutFailed(str(err), report) from err
+    return report
+
+
+def _may_launch(
+    size: int,
+    flying: list[_Batch],
+    start_first: bool,
+    slots: dict[int, DesiredReplica],
+    occupied: set[int],
+) -> bool:
+    """Whether the next batch may start now (see :func:`replace`)."""
+    if not flying:
+        return True
+    if not start_first or len(flying) >= PIPELINE or not all(b.healthy for b in flying):
+        return False
+    return sum(1 for s in slots if s not in occupied) >= size
+
+
+def _launch(
+    host: DockerHost,
+    spec: ServiceSpec,
+    batch: _Batch,
+    actions: list[Action],
+    slots: dict[int, DesiredReplica],
+    occupied: set[int],
+    start_first: bool,
+    report: RolloutReport,
+) -> None:
+    """Choose each replacement's slot (stopping in-place ones first, all of the
+    batch before any replacement starts), then create them."""
+    for action in actions:
+        assert action.actual is not None and action.index is not None
+        if "config" in action.changed and report.previous_config is None:
+            report.previous_config = action.actual.config_version or None
+        slot = None
+        if start_first:
+            slot = min((s for s in slots if s not in occupied), default=None)
+        if slot is None:  # stop-first, or no spare slot left: in place
+            member = _Member(action, slots[action.index].name, action.index, True)
+            member.before = host.inspect(action.actual.id)
+            batch.members.append(member)
+            host.remove(action.actual.id, action.name)
+            occupied.discard(action.index)
+        else:
+            batch.members.append(_Member(action, slots[slot].name, slot, False))
+        occupied.add(batch.members[-1].slot)
+    for member in batch.members:
+        member.new_id = host.create(slots[member.slot])
+        report.touched.add(member.new_id)
+
+
+def _observe(host: DockerHost, flying: list[_Batch], clock: Clock, notify: Progress) -> bool:
+    """Inspect every replacement not yet counted; raise on the first failure.
+
+    Returns whether anything moved on (became healthy, or counts now).
+    """
+    moved = False
+    for batch in flying:
+        for member in batch.members:
+            if member.counted or member.watch is None:
+                continue
+            was_healthy = member.watch.healthy
+            verdict = member.watch.observe(host.inspect(member.new_id), clock.now())
+            if verdict is not None and not verdict.healthy:
+                raise RolloutFailed(verdict.reason)
+            if verdict is not None:
+                member.counted = True
                 notify(
                     "replica",
-                    {"replica": name, "state": "healthy", "seconds": round(health.seconds, 2)},
+                    {
+                        "replica": member.name,
+                        "state": "healthy",
+                        "seconds": round(verdict.seconds, 2),
+                    },
                 )
-        except DockerError as err:
-            report.steps.append(f"{', '.join(n for _a, _i, n, _b in fresh) or 'batch'}: {err}")
-            if update.rollback:
-                # This batch's replacements go; replicas it stopped (in place)
-                # come back with the earlier batches.
-                for action, new_id, name, before in fresh:
-                    if name != action.name:  # started beside the old replica
-                        host.remove(new_id, name, graceful=False)
-                        occupied.discard(slot_of[name])
-                    else:
-                        report.replaced.append(Replaced(action, before, new_id, name))
-                rollback(host, spec, report, settle, notify)
-            raise RolloutFailed(str(err), report) from err
-        for action, new_id, name, before in fresh:
-            assert action.actual is not None and action.index is not None
-            if name != action.name:  # started beside it: the old replica goes now
-                host.remove(action.actual.id, action.name)
-                occupied.discard(action.index)
-            report.replaced.append(Replaced(action, before, new_id, name))
-            why = ", ".join(action.changed)
-            step = f"replaced {action.name}" + (f" by {name}" if name != action.name else "")
-            report.steps.append(f"{step} ({why})")
-    return report
+            moved = moved or member.counted or member.watch.healthy != was_healthy
+    return moved
+
+
+def _finish(host: DockerHost, batch: _Batch, occupied: set[int], report: RolloutReport) -> None:
+    """A batch counts: the replicas it replaces beside them stop now."""
+    for member in batch.members:
+        action = member.action
+        assert action.actual is not None and action.index is not None
+        if not member.in_place:
+            member.before = host.inspect(action.actual.id)
+            host.remove(action.actual.id, action.name)
+            occupied.discard(action.index)
+        assert member.before is not None
+        report.replaced.append(Replaced(action, member.before, member.new_id, member.name))
+        why = ", ".join(action.changed)
+        step = f"replaced {action.name}" + (
+            f" by {member.name}" if member.name != action.name else ""
+        )
+        report.steps.append(f"{step} ({why})")
 
 
 def rollback(
@@ -262,7 +402,7 @@ def rollback(
         except DockerError as err:
             report.steps.append(f"rollback of {old_name} failed: {err}")
             continue
-        health = host.wait_healthy(old_id, old_name, spec.update.health_timeout, settle)
+        health = host.wait_healthy(old_id, old_name, spec.update.health_timeout, settle, restarts=0)
         if restarted_first:
             host.remove(item.new_id, item.new_name)
         report.rolled_back.append(old_name)

@@ -314,6 +314,10 @@ class HealthcheckSpec(_Model):
         return self.test if self.test[:1] in (["CMD"], ["CMD-SHELL"]) else ["CMD", *self.test]
 
 
+# Start-first batches in flight at once: one proving itself, the next starting.
+PIPELINE = 2
+
+
 class UpdateSpec(_Model):
     """How replicas are replaced (image updates and config changes).
 
@@ -333,8 +337,12 @@ class UpdateSpec(_Model):
 
     @property
     def surge(self) -> int:
-        """Spare slots a rollout needs: replacements running beside old replicas."""
-        return self.parallelism if self.order == "start-first" else 0
+        """Spare slots a rollout needs: replacements running beside old replicas.
+
+        Start-first runs two batches beside their old replicas at once: one
+        proving itself for ``min_healthy_time``, the next starting.
+        """
+        return PIPELINE * self.parallelism if self.order == "start-first" else 0
 
 
 class ServiceSpec(_Model):

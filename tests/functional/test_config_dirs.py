@@ -82,7 +82,7 @@ def exec_cat(client, container_name, path):
 def test_first_apply_mounts_an_immutable_version_read_only(
     salt, docker_client, demo_images, service_name, host_root, free_ports
 ):
-    port = free_ports(2)
+    port = free_ports(4)
     pillar = config_pillar(
         service_name,
         demo_images["repository"],
@@ -231,7 +231,7 @@ service:
 def test_signal_policy_reloads_without_restarting(
     salt, docker_client, demo_images, service_name, host_root, free_ports
 ):
-    port = free_ports(2)
+    port = free_ports(4)
     pillar = config_pillar(
         service_name,
         demo_images["repository"],

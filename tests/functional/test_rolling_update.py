@@ -57,8 +57,8 @@ def _answers(port):
 
 @pytest.fixture
 def web(salt, demo_images, service_name, free_ports):
-    """A 3-replica service on 1.0 with published ports (slots 1-3 plus 1 spare)."""
-    port = free_ports(REPLICAS + 1)
+    """A 3-replica service on 1.0 with published ports (slots 1-3, spares 4-5)."""
+    port = free_ports(REPLICAS + 4)  # parallelism 2 uses spares 4-7
     pillar = service_pillar(
         service_name,
         demo_images["repository"],
@@ -69,7 +69,7 @@ def web(salt, demo_images, service_name, free_ports):
     salt.set_pillar(pillar)
     first = salt.states.dockerops.running(name=service_name)
     assert first.result is True, first.comment
-    return {"name": service_name, "pillar": pillar, "ports": [port + i for i in range(4)]}
+    return {"name": service_name, "pillar": pillar, "ports": [port + i for i in range(5)]}
 
 
 def images(client, service):
@@ -122,18 +122,19 @@ def test_a_bad_version_is_rolled_back_automatically(salt, docker_client, demo_im
 def test_a_failure_after_good_batches_rolls_them_back_rolling(
     salt, docker_client, demo_images, web, host_root
 ):
-    """The first replacement succeeds, the second fails: the replaced replica
-    goes back to exactly what it was, health-gated; the others were never touched."""
-    flag = host_root / "data" / "stop"
+    """Replacements succeed, then one fails: every replaced replica goes back to
+    exactly what it was, health-gated, newest first; the others were never touched."""
+    data = host_root / "data"
     pillar = web["pillar"]
     service = pillar["dockerops"]["services"][web["name"]]
     pillar["dockerops"]["allowed_host_paths"] = [str(host_root)]
-    # The new version is healthy only while /data/stop does not exist.
+    # A new container is healthy only while /data/stop-<its hostname> does not exist.
     service.update(
         tag="1.1",
         data=[{"host": str(host_root / "data"), "container": "/data"}],
         healthcheck={
-            "test": "wget -q -O /dev/null http://127.0.0.1:8080/health && test ! -e /data/stop",
+            "test": "wget -q -O /dev/null http://127.0.0.1:8080/health"
+            " && test ! -e /data/stop-$(cat /etc/hostname)",
             "interval": "500ms",
             "retries": 2,
         },
@@ -141,41 +142,43 @@ def test_a_failure_after_good_batches_rolls_them_back_rolling(
     salt.set_pillar(pillar)
     before = {c.name: c.id for c in containers(docker_client, web["name"]).values()}
 
-    def break_the_second_replacement():
-        # Start-first: the first replacement runs in the spare slot 4 and frees
-        # slot 1 once healthy; the second replacement is created in slot 1.
-        # Breaking health as soon as that container exists fails it (and only
-        # it: the first replacement was already accepted).
-        second = f"{web['name']}-1"
+    def break_the_third_replacement():
+        # Start-first: the first two replacements run in the spare slots 4
+        # and 5; the third is created in slot 1, freed once the first counts.
+        # It is made unhealthy as soon as it exists; by then the first has
+        # replaced replica 1 (and the second may have replaced replica 2).
+        third = f"{web['name']}-1"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for container in containers(docker_client, web["name"]).values():
                 new = container.labels["io.dockerops.image"] == demo_images["1.1"]
-                if new and container.name == second:
-                    flag.write_text("stop")
+                if new and container.name == third:
+                    (data / f"stop-{container.id[:12]}").write_text("stop")
                     return
             time.sleep(0.05)
 
-    watcher = threading.Thread(target=break_the_second_replacement, daemon=True)
+    watcher = threading.Thread(target=break_the_third_replacement, daemon=True)
     watcher.start()
     out = salt.modules.dockerops.rolling_update(web["name"])
     watcher.join(timeout=5)
-    assert flag.exists()
+    assert list(data.glob("stop-*"))
     assert out["result"] is False
-    first_replaced = sorted(before)[0]
-    assert out["rolled_back"] == [first_replaced]
+    first, second, third = sorted(before)
+    assert out["rolled_back"] in ([first], [first, second]), out
     after = containers(docker_client, web["name"])
     assert sorted(after) == sorted(before)
     assert images(docker_client, web["name"]) == [demo_images["1.0"]] * REPLICAS
-    # Replicas 2 and 3 never stopped; replica 1 is a new container built from
-    # its old inspect (same image, env, ports, labels).
-    for name in sorted(before)[1:]:
-        assert after[name].id == before[name]
-    restored = after[first_replaced]
-    assert restored.id != before[first_replaced]
-    restored.reload()
-    assert restored.attrs["State"]["Health"]["Status"] in ("healthy", "starting")
-    assert "/data" not in {m["Destination"] for m in restored.attrs["Mounts"]}
+    # Replicas not rolled back never stopped; rolled back ones are new
+    # containers built from their old inspect (same image, env, ports, labels).
+    for name in sorted(before):
+        if name in out["rolled_back"]:
+            assert after[name].id != before[name]
+            after[name].reload()
+            assert after[name].attrs["State"]["Health"]["Status"] in ("healthy", "starting")
+            assert "/data" not in {m["Destination"] for m in after[name].attrs["Mounts"]}
+        else:
+            assert after[name].id == before[name]
+    assert after[third].id == before[third]
 
 
 def test_test_mode_returns_the_plan_and_touches_nothing(salt, docker_client, demo_images, web):

@@ -19,7 +19,7 @@ def testmode(request):
 def test_first_apply_creates_replicas_then_second_is_noop(
     salt, docker_client, demo_images, service_name, free_ports
 ):
-    port = free_ports(2)
+    port = free_ports(4)
     salt.set_pillar(
         service_pillar(
             service_name,

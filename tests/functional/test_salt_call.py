@@ -46,7 +46,7 @@ def test_sys_doc_documents_every_function_with_a_cli_example(synced):
 def test_formula_highstate_converges_then_is_a_noop(
     synced, docker_client, demo_images, service_name, free_ports
 ):
-    port = free_ports(2)
+    port = free_ports(4)
     synced.set_pillar(
         service_pillar(
             service_name,

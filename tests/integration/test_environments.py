@@ -21,7 +21,7 @@ def test_highstate_lands_each_environments_differences(
                 "services": {
                     "web": {
                         "image": repo,
-                        "ports": [{"container": 8080, "host": free_ports(3)}],
+                        "ports": [{"container": 8080, "host": free_ports(6)}],
                         "config": {"root": str(tmp_path / minion_id / "web" / "config")},
                     }
                 },

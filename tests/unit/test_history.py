@@ -406,6 +406,30 @@ def test_last_good(tmp_path: Path, results: list[bool], expected: int | None) ->
     assert history.last_good() == (None if expected is None else entry(expected))
 
 
+@pytest.mark.parametrize(
+    ("running", "expected"),
+    [
+        pytest.param(set(), 3, id="nothing-running"),
+        pytest.param({"registry.example.com/web:3"}, 2, id="skips-the-running-version"),
+        pytest.param(
+            {"registry.example.com/web:3", "registry.example.com/web:2"},
+            1,
+            id="skips-every-running-version",
+        ),
+        pytest.param({f"registry.example.com/web:{i}" for i in (1, 2, 3)}, None, id="all-running"),
+    ],
+)
+def test_last_good_other_than_what_runs(
+    tmp_path: Path, running: set[str], expected: int | None
+) -> None:
+    history = History(tmp_path, "web")
+    for number in (1, 2, 3):
+        history.append(entry(number))
+    history.append(entry(4, result=False))
+
+    assert history.last_good(other_than=running) == (None if expected is None else entry(expected))
+
+
 @pytest.mark.parametrize("result", ["true", 1, "yes", None])
 def test_last_good_needs_result_true_itself(tmp_path: Path, result: object) -> None:
     history = History(tmp_path, "web")

@@ -374,19 +374,19 @@ def test_describe_plan_lists_removes_and_creates_before_batches(
     update = {"parallelism": 2}
     old = make_spec(replicas=2, update=update)
     new = make_spec(replicas=3, update=update, tag="1.5")
-    # Slots 1..5 are valid (3 replicas + 2 spares): web-7 is not.
-    actions = plan_for(old, new, actual, slots=[1, 2, 7])
+    # Slots 1..7 are valid (3 replicas + 2 x 2 spares): web-8 is not.
+    actions = plan_for(old, new, actual, slots=[1, 2, 8])
 
     lines = describe_plan(new, actions)
 
     assert kinds_and_names(actions) == [
-        ("remove", "web-7"),
+        ("remove", "web-8"),
         ("recreate", "web-1"),
         ("recreate", "web-2"),
         ("create", "web-3"),
     ]
     assert lines == [
-        "remove web-7",
+        "remove web-8",
         "create web-3",
         f"batch 1 (start-first): {image_change('web-1')}; {image_change('web-2')}",
     ]
@@ -536,9 +536,9 @@ def test_event_bus_listens_looks_in_sock_dir_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("fields", "parallelism", "order", "surge"),
     [
-        ({}, 1, "start-first", 1),
-        ({"parallelism": 3}, 3, "start-first", 3),
-        ({"parallelism": 100, "order": "start-first"}, 100, "start-first", 100),
+        ({}, 1, "start-first", 2),
+        ({"parallelism": 3}, 3, "start-first", 6),
+        ({"parallelism": 100, "order": "start-first"}, 100, "start-first", 200),
         ({"order": "stop-first"}, 1, "stop-first", 0),
         ({"parallelism": 5, "order": "stop-first"}, 5, "stop-first", 0),
     ],
@@ -590,13 +590,15 @@ STOP_FIRST_2 = {"order": "stop-first", "parallelism": 2}
     ("replicas", "update", "ports"),
     [
         pytest.param(2, STOP_FIRST_2, [port(80, 65533)], id="stop-first-no-spares"),
-        pytest.param(2, {"parallelism": 1}, [port(80, 65533)], id="one-spare-fits"),
+        pytest.param(2, {"parallelism": 1}, [port(80, 65532)], id="two-spares-fit"),
         pytest.param(1, {"order": "stop-first"}, [port(80, 65535)], id="last-port-stop-first"),
-        pytest.param(1, {}, [port(80, 65534)], id="last-port-is-the-spare"),
+        pytest.param(1, {}, [port(80, 65533)], id="last-port-is-a-spare"),
         pytest.param(
             2, {"order": "stop-first"}, [port(80, 8080), port(81, 8082)], id="stop-first-adjacent"
         ),
-        pytest.param(2, {}, [port(80, 8080), port(81, 8083)], id="start-first-adjacent-with-spare"),
+        pytest.param(
+            2, {}, [port(80, 8080), port(81, 8084)], id="start-first-adjacent-with-spares"
+        ),
         pytest.param(
             3,
             START_FIRST_2,
@@ -628,16 +630,16 @@ def test_ports_fit_every_slot(
         pytest.param(
             2,
             START_FIRST_2,
-            [port(80, 65533)],
-            "host port 65533 with 4 slots (replicas and start-first spares) runs past 65535",
+            [port(80, 65531)],
+            "host port 65531 with 6 slots (replicas and start-first spares) runs past 65535",
             id="spares-past-65535",
         ),
         pytest.param(
             1,
             {},
-            [port(80, 65535)],
-            "host port 65535 with 2 slots",
-            id="default-spare-past-65535",
+            [port(80, 65534)],
+            "host port 65534 with 3 slots",
+            id="default-spares-past-65535",
         ),
         pytest.param(
             4,
@@ -649,16 +651,16 @@ def test_ports_fit_every_slot(
         pytest.param(
             2,
             {},
-            [port(80, 8080), port(81, 8082)],
-            "host port 127.0.0.1:8082/tcp is published twice (container ports 80 and 81)",
+            [port(80, 8080), port(81, 8083)],
+            "host port 127.0.0.1:8083/tcp is published twice (container ports 80 and 81)",
             id="spare-collides",
         ),
         pytest.param(
             2,
             START_FIRST_2,
-            [port(80, 8080), port(81, 8083)],
-            "host port 127.0.0.1:8083/tcp is published twice (container ports 80 and 81)",
-            id="second-spare-collides",
+            [port(80, 8080), port(81, 8085)],
+            "host port 127.0.0.1:8085/tcp is published twice (container ports 80 and 81)",
+            id="last-spare-collides",
         ),
         pytest.param(
             2,
@@ -684,14 +686,14 @@ def test_port_slots_of_update_from_defaults() -> None:
     pillar = {
         "dockerops": {
             "defaults": {"update": START_FIRST_2},
-            "services": {"web": {"image": "web", "replicas": 2, "ports": [port(80, 65533)]}},
+            "services": {"web": {"image": "web", "replicas": 2, "ports": [port(80, 65531)]}},
         }
     }
 
     with pytest.raises(SpecError) as caught:
         load_service(pillar, "web")
 
-    assert "host port 65533 with 4 slots" in str(caught.value)
+    assert "host port 65531 with 6 slots" in str(caught.value)
 
 
 def test_port_ranges_of_two_services_are_not_compared() -> None:
@@ -825,11 +827,16 @@ def test_plan_over_slots_from_the_spec(
     """A start-first rollout that finished with a replica in the spare slot is left alone."""
     spec = make_spec(replicas=2, update={"parallelism": 2})
     desired = replicas_of(spec, slots=spec.replicas + spec.update.surge)
-    assert [replica.name for replica in desired] == ["web-1", "web-2", "web-3", "web-4"]
+    assert [replica.name for replica in desired] == [f"web-{i}" for i in range(1, 7)]
 
-    settled = plan_service(desired, [actual(desired[2]), actual(desired[3])], count=2)
-    no_count = plan_service(desired, [actual(desired[2]), actual(desired[3])])
+    settled = plan_service(desired, [actual(desired[2]), actual(desired[5])], count=2)
+    no_count = plan_service(desired, [actual(desired[2]), actual(desired[5])])
 
     assert settled == []
     # Without count every slot is wanted: the spares would be filled too.
-    assert kinds_and_names(no_count) == [("create", "web-1"), ("create", "web-2")]
+    assert kinds_and_names(no_count) == [
+        ("create", "web-1"),
+        ("create", "web-2"),
+        ("create", "web-4"),
+        ("create", "web-5"),
+    ]
