@@ -250,6 +250,7 @@ def rolling_update(
     out = _shape(result)
     out["from"] = running[0] if len(running) == 1 else running
     out["to"] = spec.image_ref
+    out["update"] = {"order": spec.update.order, "parallelism": spec.update.parallelism}
     out["steps"] = result.steps
     if result.rolled_back:
         out["rolled_back"] = result.rolled_back

@@ -156,67 +156,77 @@ def rolling_update(
         salt-run dockerops.rolling_update web tgt='prd-*' batch=25% canary=1
         salt-run dockerops.rolling_update web tgt='G@role:web' tgt_type=compound test=True
     """
+    options = _fleet.RolloutOptions(
+        service=name,
+        tgt=tgt,
+        tgt_type=tgt_type,
+        batch=batch,
+        min_healthy=min_healthy,
+        canary=canary,
+        max_failures=max_failures,
+        pause=float(pause),
+        rollback=rollback,
+        tag=None if tag is None else str(tag),
+        test=test,
+        timeout=int(timeout),
+    )
     client = _client()
-    lock = _lock(name)
     summary = {"service": name, "minions": {}}
     try:
-        with lock.held(jid=__opts__.get("jid"), what="fleet rollout"):
-            return _rolling_update(
-                client,
-                summary,
-                name,
-                tgt,
-                tgt_type,
-                batch,
-                min_healthy,
-                canary,
-                max_failures,
-                float(pause),
-                rollback,
-                tag,
-                test,
-                int(timeout),
-            )
+        with _lock(name).held(jid=__opts__.get("jid"), what="fleet rollout"):
+            return _rolling_update(client, summary, options)
     except (CommandExecutionError, SaltInvocationError) as err:
         _say(f"{name}: {err}")
         summary["comment"] = str(err)
         return _finish(summary, False)
 
 
-def _rolling_update(
-    client,
-    summary,
-    name,
-    tgt,
-    tgt_type,
-    batch,
-    min_healthy,
-    canary,
-    max_failures,
-    pause,
-    rollback,
-    tag,
-    test,
-    timeout,
-):
-    status = client.cmd(tgt, "dockerops.status", [name], tgt_type=tgt_type, timeout=timeout)
-    replicas = {
-        minion: len(ret.get(name, []))
-        for minion, ret in (status or {}).items()
-        if isinstance(ret, dict) and ret.get(name)
-    }
-    plan = _fleet.plan_fleet(name, replicas, batch, min_healthy, canary, max_failures)
+def _plan(client, summary, options):
+    """Ask the targeted minions what runs and how each would roll; plan the batches."""
+    name, timeout = options.service, options.timeout
+    status = client.cmd(
+        options.tgt, "dockerops.status", [name], tgt_type=options.tgt_type, timeout=timeout
+    )
+    replicas = _fleet.replicas_running(status or {}, name)
+    previews = {}
+    if replicas:
+        previews = client.cmd(
+            sorted(replicas),
+            "dockerops.rolling_update",
+            [*options.module_args(), "test=True"],
+            tgt_type="list",
+            timeout=timeout,
+        )
+    plan = _fleet.plan_fleet(
+        name,
+        replicas,
+        options.batch,
+        options.min_healthy,
+        options.canary,
+        options.max_failures,
+        loss_per_minion=_fleet.losses(previews or {}, replicas),
+    )
     summary["plan"] = plan.describe()
+    for minion in sorted(replicas):
+        preview = (previews or {}).get(minion)
+        if isinstance(preview, dict) and preview.get("plan"):
+            summary["plan"].append(f"{minion}: " + "; ".join(preview["plan"]))
+    return plan
+
+
+def _rolling_update(client, summary, options):
+    name, timeout = options.service, options.timeout
+    plan = _plan(client, summary, options)
     for line in summary["plan"]:
         _say(line)
-    if test:
+    if options.test:
         summary["comment"] = "test: nothing changed"
         return _finish(summary, True)
 
-    arg = [name] + ([f"tag={tag}"] if tag is not None else [])
     updated, failures = [], 0
     silent = set()
     for number, members in enumerate(plan.batches, 1):
+        label = "canary" if number == 1 and plan.canary else f"batch {number}/{len(plan.batches)}"
         healthy, answers = _healthy(client, plan.replicas, name, timeout)
         # LocalClient reports a minion that did not return as a message string.
         answered = {m for m, ret in answers.items() if isinstance(ret, dict)}
@@ -229,29 +239,18 @@ def _rolling_update(
                 result=False, comment=f"no answer within {timeout}s to dockerops.status"
             )
             _say(f"  {minion}: FAILED: no answer within {timeout}s")
-        if failures > plan.max_failures:
-            summary["comment"] = (
-                f"{failures} failed minion(s), over the failure budget of {plan.max_failures}: "
-                f"stopped before batch {number}"
-            )
-            _say(summary["comment"])
-            break
         fleet_healthy = sum(healthy.values())
-        if fleet_healthy < plan.floor:
-            summary["comment"] = (
-                f"fleet has {fleet_healthy} healthy replicas, below the floor of {plan.floor}: "
-                f"stopped before batch {number}"
-            )
-            _say(summary["comment"])
-            failures = plan.max_failures + 1
+        reason = _fleet.stop_reason(plan, failures, fleet_healthy, label.split("/")[0])
+        if reason:
+            summary["comment"] = reason
+            _say(reason)
             break
-        label = "canary" if number == 1 and plan.canary else f"batch {number}/{len(plan.batches)}"
         _say(f"{label}: {', '.join(members)} ({fleet_healthy} healthy, floor {plan.floor})")
         results = _run_batch(
             client,
             [m for m in members if m not in silent],
             "dockerops.rolling_update",
-            arg,
+            options.module_args(),
             timeout,
         )
         for minion, res in results.items():
@@ -279,39 +278,41 @@ def _rolling_update(
             )
             _say(summary["comment"])
             break
-        if pause and number < len(plan.batches):
-            time.sleep(pause)
+        if options.pause and number < len(plan.batches):
+            time.sleep(options.pause)
     else:
         summary["comment"] = f"{name} rolled on {len(updated)} minion(s)"
         _say(summary["comment"])
         return _finish(summary, True)
 
-    if rollback and updated:
-        _roll_back(client, summary, name, updated, plan, timeout)
+    if options.rollback and updated:
+        _roll_back(client, summary, options, updated, plan)
     return _finish(summary, False)
 
 
-def _roll_back(client, summary, name, updated, plan, timeout):
-    """Undo the updated minions, in the rollout's batch size, health-gated."""
+def _roll_back(client, summary, options, updated, plan):
+    """Undo the updated minions, in the rollout's batch size, health-gated.
+
+    Each batch's minions go back together (one call per earlier version).
+    """
     size = max(len(b) for b in plan.batches[1:] or plan.batches)
     _say(f"rolling back {len(updated)} minion(s), {size} at a time")
     for start in range(0, len(updated), size):
-        members = updated[start : start + size]
-        for minion in members:
+        by_version = {}
+        for minion in updated[start : start + size]:
             previous = summary["minions"][minion]["from"]
             if not previous or isinstance(previous, list):
                 summary["minions"][minion]["rolled_back"] = False
+                _say(f"  {minion}: not rolled back: it ran several versions before ({previous})")
                 continue
-            results = _run_batch(
-                client,
-                [minion],
-                "dockerops.rolling_update",
-                [name, f"tag={previous.rpartition(':')[2]}"],
-                timeout,
-            )
-            ok = results[minion]["result"]
-            summary["minions"][minion]["rolled_back"] = ok
-            _say(f"  {minion}: rolled back to {previous}: {'ok' if ok else 'FAILED'}")
+            by_version.setdefault(previous, []).append(minion)
+        for previous, minions in sorted(by_version.items()):
+            args = options.module_args(tag=previous.rpartition(":")[2])
+            results = _run_batch(client, minions, "dockerops.rolling_update", args, options.timeout)
+            for minion in minions:
+                ok = results[minion]["result"]
+                summary["minions"][minion]["rolled_back"] = ok
+                _say(f"  {minion}: rolled back to {previous}: {'ok' if ok else 'FAILED'}")
 
 
 def apply(

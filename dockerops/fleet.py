@@ -126,6 +126,74 @@ def plan_fleet(
     )
 
 
+@dataclass(frozen=True)
+class RolloutOptions:
+    """What ``salt-run dockerops.rolling_update`` was asked to do."""
+
+    service: str
+    tgt: Any
+    tgt_type: str = "glob"
+    batch: Any = 1
+    min_healthy: Any = "75%"
+    canary: Any = 0
+    max_failures: Any = 0
+    pause: float = 0.0
+    rollback: bool = True
+    tag: str | None = None
+    test: bool = False
+    timeout: int = 300
+
+    def module_args(self, tag: str | None = None) -> list[str]:
+        """Arguments of the minions' ``dockerops.rolling_update`` (``tag``: override)."""
+        tag = tag if tag is not None else self.tag
+        return [self.service] + ([f"tag={tag}"] if tag is not None else [])
+
+
+def replicas_running(status: dict[str, Any], service: str) -> dict[str, int]:
+    """Replicas per minion from ``dockerops.status <service>`` returns (minions running it)."""
+    return {
+        minion: len(ret[service])
+        for minion, ret in status.items()
+        if isinstance(ret, dict) and ret.get(service)
+    }
+
+
+def losses(previews: dict[str, Any], replicas: dict[str, int]) -> dict[str, int]:
+    """Replicas each minion's own rollout may take down at once.
+
+    ``previews`` are the minions' ``dockerops.rolling_update ... test=True``
+    returns, which carry the service's ``update`` settings: start-first loses
+    none, stop-first ``parallelism``. A minion whose preview is missing is
+    assumed to lose all its replicas (the safe side of the capacity math).
+    """
+    out = {}
+    for minion, count in replicas.items():
+        preview = previews.get(minion)
+        settings = preview.get("update") if isinstance(preview, dict) else None
+        if not isinstance(settings, dict):
+            out[minion] = count
+        elif settings.get("order") == "stop-first":
+            out[minion] = min(count, int(settings.get("parallelism") or 1))
+        else:
+            out[minion] = 0
+    return out
+
+
+def stop_reason(plan: FleetPlan, failures: int, fleet_healthy: int, before: str) -> str | None:
+    """Why the rollout must stop before ``before`` (a batch), or None to go on."""
+    if failures > plan.max_failures:
+        return (
+            f"{failures} failed minion(s), over the failure budget of {plan.max_failures}: "
+            f"stopped before {before}"
+        )
+    if fleet_healthy < plan.floor:
+        return (
+            f"fleet has {fleet_healthy} healthy replicas, below the floor of {plan.floor}: "
+            f"stopped before {before}"
+        )
+    return None
+
+
 def healthy_replicas(status: dict[str, Any], service: str) -> dict[str, int]:
     """Healthy replicas per minion from ``dockerops.status <service>`` returns.
 

@@ -185,6 +185,8 @@ def test_test_mode_returns_the_plan_and_touches_nothing(salt, docker_client, dem
     before = {c.id for c in containers(docker_client, web["name"]).values()}
     out = salt.modules.dockerops.rolling_update(web["name"], tag="1.1", test=True)
     assert out["result"] is None
+    # The runner's capacity math reads these (stop-first loses parallelism).
+    assert out["update"] == {"order": "start-first", "parallelism": 1}
     names = sorted(containers(docker_client, web["name"]))
     assert out["plan"] == [
         f"batch {i} (start-first): {name} ({demo_images['1.0']} -> {demo_images['1.1']})"

@@ -77,7 +77,12 @@ def test_plan_only_under_test(fleet, docker_hosts):
     assert out.returncode == 0, out.stdout
     plan = out.data["plan"]
     assert plan[0].startswith("web: 3 minions, 6 replicas, healthy floor 5")
-    assert plan[1:] == ["canary: int-m1", "batch 2: prd-m3, stg-m2"]
+    assert plan[0].endswith("worst case during a batch 6, failure budget 0")
+    assert plan[1:3] == ["canary: int-m1", "batch 2: prd-m3, stg-m2"]
+    # Then each minion's own plan, from dockerops.rolling_update test=True there.
+    assert [line.split(":")[0] for line in plan[3:]] == sorted(MINIONS)
+    for line in plan[3:]:
+        assert "batch 1 (start-first): web-1 (" in line and line.endswith(":1.1)"), line
     assert fleet_images(docker_hosts) == before
 
 

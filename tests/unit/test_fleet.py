@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from dockerops.errors import SpecError
-from dockerops.fleet import healthy_replicas, parse_amount, plan_fleet
+from dockerops.fleet import (
+    RolloutOptions,
+    healthy_replicas,
+    losses,
+    parse_amount,
+    plan_fleet,
+    replicas_running,
+    stop_reason,
+)
 
 FLEET = {"a": 2, "b": 2, "c": 2, "d": 2}
 
@@ -86,3 +94,85 @@ def test_healthy_replicas_counts_running_healthy_or_unchecked():
         "c": "Minion did not return",
     }
     assert healthy_replicas(status, "web") == {"a": 2, "b": 0, "c": 0}
+
+
+def preview(order, parallelism=1):
+    return {"result": None, "plan": [], "update": {"order": order, "parallelism": parallelism}}
+
+
+@pytest.mark.parametrize(
+    ("previews", "expected"),
+    [
+        pytest.param(
+            {m: preview("start-first", 2) for m in FLEET}, dict.fromkeys(FLEET, 0), id="start-first"
+        ),
+        pytest.param(
+            {m: preview("stop-first") for m in FLEET}, dict.fromkeys(FLEET, 1), id="stop-first"
+        ),
+        pytest.param(
+            {"a": preview("stop-first", 5), "b": preview("start-first")},
+            {"a": 2, "b": 0, "c": 2, "d": 2},
+            id="capped-by-replicas-missing-count-all",
+        ),
+        pytest.param(
+            {"a": "Minion did not return. [No response]", "b": {"result": False}},
+            {"a": 2, "b": 2, "c": 2, "d": 2},
+            id="no-preview-loses-all",
+        ),
+    ],
+)
+def test_losses(previews, expected):
+    assert losses(previews, FLEET) == expected
+
+
+def test_stop_first_losses_make_a_large_batch_refused():
+    previews = {m: preview("stop-first") for m in FLEET}
+
+    with pytest.raises(SpecError, match="a batch can take the fleet to 4 healthy replicas"):
+        plan_fleet(
+            "web", FLEET, batch=4, min_healthy="75%", loss_per_minion=losses(previews, FLEET)
+        )
+    plan = plan_fleet(
+        "web", FLEET, batch=2, min_healthy="75%", loss_per_minion=losses(previews, FLEET)
+    )
+    assert plan.worst_case_healthy == 6 and plan.floor == 6
+
+
+def test_replicas_running():
+    status = {
+        "a": {"web": [{"replica": 1}, {"replica": 2}]},
+        "b": {"web": []},
+        "c": {"api": [{"replica": 1}]},
+        "d": "Minion did not return. [No response]",
+    }
+
+    assert replicas_running(status, "web") == {"a": 2}
+
+
+@pytest.mark.parametrize(
+    ("failures", "healthy", "expected"),
+    [
+        (0, 6, None),
+        (0, 8, None),
+        (1, 8, "1 failed minion(s), over the failure budget of 0: stopped before batch 2"),
+        (0, 5, "fleet has 5 healthy replicas, below the floor of 6: stopped before batch 2"),
+        (2, 5, "2 failed minion(s), over the failure budget of 0: stopped before batch 2"),
+    ],
+)
+def test_stop_reason(failures, healthy, expected):
+    plan = plan_fleet("web", FLEET, batch=1, min_healthy="75%")
+
+    assert stop_reason(plan, failures, healthy, "batch 2") == expected
+
+
+@pytest.mark.parametrize(
+    ("tag", "override", "expected"),
+    [
+        (None, None, ["web"]),
+        ("1.5", None, ["web", "tag=1.5"]),
+        ("1.5", "1.4", ["web", "tag=1.4"]),
+        (None, "1.4", ["web", "tag=1.4"]),
+    ],
+)
+def test_module_args(tag, override, expected):
+    assert RolloutOptions("web", "*", tag=tag).module_args(tag=override) == expected
