@@ -64,33 +64,7 @@ def _run_batch(client, batch, fun, arg, timeout):
     started = time.monotonic()
     returns = client.cmd(list(batch), fun, arg, tgt_type="list", timeout=timeout, full_return=True)
     took = round(time.monotonic() - started, 1)
-    out = {}
-    for minion in batch:
-        ret = (returns or {}).get(minion)
-        if ret is None:
-            out[minion] = {
-                "result": False,
-                "comment": f"no answer within {timeout}s",
-                "duration": took,
-            }
-            continue
-        data = ret.get("ret")
-        ok = ret.get("retcode", 0) == 0
-        if isinstance(data, dict) and "result" in data:
-            ok = ok and data["result"] is not False
-        elif isinstance(data, dict):  # state.apply: every state must pass
-            ok = ok and all(
-                isinstance(s, dict) and s.get("result") is not False for s in data.values()
-            )
-        else:
-            out[minion] = {
-                "result": False,
-                "comment": f"no answer within {timeout}s ({data})",
-                "duration": took,
-            }
-            continue
-        out[minion] = {"result": ok, "return": data, "duration": took}
-    return out
+    return _fleet.judge_returns(returns or {}, batch, timeout, took)
 
 
 def _finish(summary, ok):
@@ -348,12 +322,21 @@ def apply(
     if not minions:
         summary["comment"] = "no minion answered"
         return _finish(summary, False)
-    size = _fleet.parse_amount(batch, len(minions), "batch") or 1
+    try:
+        size = _fleet.parse_amount(batch, len(minions), "batch") or 1
+        budget = _fleet.parse_amount(max_failures, len(minions), "max_failures")
+    except SaltInvocationError as err:
+        summary["comment"] = str(err)
+        return _finish(summary, False)
     batches = [minions[i : i + size] for i in range(0, len(minions), size)]
     floor = 0
     if service and min_healthy is not None:
         healthy, _ = _healthy(client, minions, service, timeout)
-        floor = _fleet.parse_amount(min_healthy, sum(healthy.values()), "min_healthy")
+        try:
+            floor = _fleet.parse_amount(min_healthy, sum(healthy.values()), "min_healthy")
+        except SaltInvocationError as err:
+            summary["comment"] = str(err)
+            return _finish(summary, False)
     arg = ["dockerops"] + (["test=True"] if test else [])
     failures = 0
     for number, members in enumerate(batches, 1):
@@ -366,10 +349,16 @@ def apply(
         _say(f"batch {number}/{len(batches)}: {', '.join(members)}")
         results = _run_batch(client, members, "state.apply", arg, timeout)
         for minion, res in results.items():
-            summary["minions"][minion] = {"result": res["result"], "duration": res["duration"]}
-            _say(f"  {minion}: {'ok' if res['result'] else 'FAILED'} ({res['duration']}s)")
+            entry = {"result": res["result"], "duration": res["duration"]}
+            if not res["result"]:
+                entry["comment"] = res.get("comment")
+            summary["minions"][minion] = entry
+            _say(
+                f"  {minion}: {'ok' if res['result'] else 'FAILED'} ({res['duration']}s)"
+                + ("" if res["result"] else f": {res.get('comment')}")
+            )
             failures += not res["result"]
-        if failures > _fleet.parse_amount(max_failures, len(minions), "max_failures"):
+        if failures > budget:
             summary["comment"] = f"{failures} failed minion(s): stopped after batch {number}"
             _say(summary["comment"])
             return _finish(summary, False)

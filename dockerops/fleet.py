@@ -10,6 +10,7 @@ failure budget) is computed here, so it can be tested with tables.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,6 +193,54 @@ def stop_reason(plan: FleetPlan, failures: int, fleet_healthy: int, before: str)
             f"stopped before {before}"
         )
     return None
+
+
+def judge_returns(
+    returns: dict[str, Any], batch: Sequence[str], timeout: float, took: float
+) -> dict[str, dict[str, Any]]:
+    """Each batch minion's result from LocalClient's ``full_return`` returns.
+
+    A minion that did not answer (missing, ``False`` or ``{"failed": True}``)
+    has failed. A return passes when its retcode is 0 and: a dict with
+    ``result`` is not ``result: False``; a state run (a dict of states) has no
+    failed state (their comments are the reason); anything else (a render
+    error's list of messages, an exception's string) is a failure.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for minion in batch:
+        ret = returns.get(minion)
+        if not isinstance(ret, dict) or ret.get("failed") or "ret" not in ret:
+            out[minion] = {
+                "result": False,
+                "comment": f"no answer within {timeout:g}s",
+                "duration": took,
+            }
+            continue
+        data = ret["ret"]
+        ok = ret.get("retcode", 0) == 0
+        comment = None
+        if isinstance(data, dict) and "result" in data:
+            ok = ok and data["result"] is not False
+        elif isinstance(data, dict):
+            failed = [
+                s.get("comment") if isinstance(s, dict) else s
+                for s in data.values()
+                if not isinstance(s, dict) or s.get("result") is False
+            ]
+            ok = ok and not failed
+            comment = "; ".join(str(c) for c in failed)[:500] or None
+        else:
+            errors = data if isinstance(data, list) else [data]
+            out[minion] = {
+                "result": False,
+                "comment": "; ".join(str(e) for e in errors)[:500],
+                "duration": took,
+            }
+            continue
+        out[minion] = {"result": ok, "return": data, "duration": took}
+        if comment:
+            out[minion]["comment"] = comment
+    return out
 
 
 def healthy_replicas(status: dict[str, Any], service: str) -> dict[str, int]:

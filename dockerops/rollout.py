@@ -18,6 +18,7 @@ ever stopping a replica before its predecessor is back where the slot allows.
 from __future__ import annotations
 
 import glob
+import itertools
 import logging
 import os
 import time
@@ -89,10 +90,12 @@ def event_bus_listens(opts: Mapping[str, Any]) -> bool:
 def event_progress(send: Callable[[str, dict[str, Any]], Any] | None, service: str) -> Progress:
     """A :data:`Progress` that logs each step and fires it as an event.
 
-    Events are tagged ``dockerops/rollout/<service>/<stage>``; ``send`` is Salt's
-    ``event.send`` (None: log only). An event that cannot be sent never breaks
-    the rollout.
+    Events are tagged ``dockerops/rollout/<service>/<stage>`` and numbered
+    (``seq`` from 1): a minion forwards events to the master concurrently, so
+    they may arrive out of order. ``send`` is Salt's ``event.send`` (None: log
+    only). An event that cannot be sent never breaks the rollout.
     """
+    counter = itertools.count(1)
 
     def fire(stage: str, data: dict[str, Any]) -> None:
         details = " ".join(f"{key}={value}" for key, value in data.items())
@@ -100,7 +103,8 @@ def event_progress(send: Callable[[str, dict[str, Any]], Any] | None, service: s
         if send is None:
             return
         try:
-            send(f"dockerops/rollout/{service}/{stage}", {"service": service, **data})
+            body = {"service": service, "seq": next(counter), **data}
+            send(f"dockerops/rollout/{service}/{stage}", body)
         except Exception as err:
             log.debug("dockerops: event %s not sent: %s", stage, err)
 
@@ -241,7 +245,7 @@ def replace(
                     {
                         "batch": batch.number,
                         "of": total,
-                        "replicas": [m.name for m in batch.members],
+                        "replicas": [m.action.name for m in batch.members],
                     },
                 )
                 for member in batch.members:

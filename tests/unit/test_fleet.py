@@ -8,6 +8,7 @@ from dockerops.errors import SpecError
 from dockerops.fleet import (
     RolloutOptions,
     healthy_replicas,
+    judge_returns,
     losses,
     parse_amount,
     plan_fleet,
@@ -176,3 +177,45 @@ def test_stop_reason(failures, healthy, expected):
 )
 def test_module_args(tag, override, expected):
     assert RolloutOptions("web", "*", tag=tag).module_args(tag=override) == expected
+
+
+STATES_OK = {"dockerops_|-web_|-web_|-running": {"result": True, "comment": "ok"}}
+STATES_FAILED = {
+    "dockerops_|-web_|-web_|-running": {"result": False, "comment": "web-2 became unhealthy"},
+    "dockerops_|-api_|-api_|-running": {"result": True, "comment": "ok"},
+}
+
+
+@pytest.mark.parametrize(
+    ("ret", "result", "comment"),
+    [
+        pytest.param({"ret": {"result": True}, "retcode": 0}, True, None, id="module-ok"),
+        pytest.param({"ret": {"result": None}, "retcode": 0}, True, None, id="module-test"),
+        pytest.param({"ret": {"result": False}, "retcode": 1}, False, None, id="module-failed"),
+        pytest.param({"ret": {"result": True}, "retcode": 1}, False, None, id="retcode-wins"),
+        pytest.param({"ret": STATES_OK, "retcode": 0}, True, None, id="states-ok"),
+        pytest.param(
+            {"ret": STATES_FAILED, "retcode": 2}, False, "web-2 became unhealthy", id="state-failed"
+        ),
+        pytest.param(
+            {"ret": ["Rendering SLS 'base:dockerops' failed: bad"], "retcode": 1},
+            False,
+            "Rendering SLS 'base:dockerops' failed: bad",
+            id="render-error-list",
+        ),
+        pytest.param(
+            {"ret": "ERROR: boom", "retcode": 1}, False, "ERROR: boom", id="exception-string"
+        ),
+        pytest.param(False, False, "no answer within 30s", id="did-not-return"),
+        pytest.param({"failed": True}, False, "no answer within 30s", id="failed-marker"),
+        pytest.param(None, False, "no answer within 30s", id="missing"),
+    ],
+)
+def test_judge_returns(ret, result, comment):
+    returns = {} if ret is None else {"m1": ret}
+
+    (judged,) = judge_returns(returns, ["m1"], 30, 4.2).values()
+
+    assert judged["result"] is result
+    assert judged.get("comment") == comment
+    assert judged["duration"] == 4.2

@@ -441,7 +441,14 @@ def test_events_follow_each_replica(rollout: Callable[..., Rollout]) -> None:
     started = [r for s, state, r in stages if state == "started"]
     healthy = [r for s, state, r in stages if state == "healthy"]
     assert started == healthy and len(started) == 2
-    assert [d["of"] for _t, s, d in run.events if s == "batch"] == [2, 2]
+    # A batch names the replicas it replaces; each start names its replacement.
+    batches = [(d["batch"], d["of"], d["replicas"]) for _t, s, d in run.events if s == "batch"]
+    assert batches == [(1, 2, ["web-1"]), (2, 2, ["web-2"])]
+    assert [
+        (r, d["replaces"])
+        for _t, s, d in run.events
+        if (r := d.get("replica")) and d.get("state") == "started"
+    ] == [("web-3", "web-1"), ("web-4", "web-2")]
 
 
 # --- replace: failures -----------------------------------------------------------------------

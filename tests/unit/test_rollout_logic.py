@@ -445,9 +445,9 @@ def test_event_progress_sends_tagged_events(caplog: pytest.LogCaptureFixture) ->
     assert sent == [
         (
             "dockerops/rollout/web/replica",
-            {"service": "web", "replica": "web-3", "state": "healthy", "seconds": 1.5},
+            {"service": "web", "seq": 1, "replica": "web-3", "state": "healthy", "seconds": 1.5},
         ),
-        ("dockerops/rollout/web/done", {"service": "web", "result": True}),
+        ("dockerops/rollout/web/done", {"service": "web", "seq": 2, "result": True}),
     ]
     assert data == {"replica": "web-3", "state": "healthy", "seconds": 1.5}  # not mutated
     messages = [r.getMessage() for r in caplog.records if r.name == "dockerops.rollout"]
