@@ -142,7 +142,10 @@ def main() -> None:
             }
         }
     )
-    print("rolling restart: one replica at a time, each must be healthy before the next")
+    print(
+        "rolling restart: a replica at a time, each replacement healthy before the next"
+        " starts; an old replica stops only once its replacement has stayed healthy"
+    )
     print(salt_call("state.apply", "dockerops", f"pillar={override}").stdout)
     port = replica_ports()[-1]
     print(f"  http://127.0.0.1:{port}/cgi-bin/config ->")
