@@ -8,7 +8,9 @@ manages (default ``unix:///var/run/docker.sock``). The work is done by the
 """
 
 import logging
+import time
 
+import salt.utils.args
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 try:
@@ -127,7 +129,19 @@ def status(name=None):
     return _status.replica_status(_docker(), name, _records.state_dir(__opts__))
 
 
-def apply(name=None, test=None):
+def _jid(kwargs):
+    """The job's id (Salt passes ``__pub_jid`` to functions taking ``**kwargs``).
+
+    Any other keyword is refused, as Salt does for functions without ``**kwargs``.
+    """
+    jid = kwargs.get("__pub_jid")
+    unknown = salt.utils.args.clean_kwargs(**kwargs)
+    if unknown:
+        salt.utils.args.invalid_kwargs(unknown)
+    return jid or __opts__.get("jid")
+
+
+def apply(name=None, test=None, **kwargs):
     """
     Converge this host to pillar, like the ``dockerops.running`` state.
 
@@ -148,6 +162,7 @@ def apply(name=None, test=None):
         salt '*' dockerops.apply
         salt '*' dockerops.apply web test=True
     """
+    jid = _jid(kwargs)
     specs = [_spec.load_service(__pillar__, name)] if name else _spec.load_services(__pillar__)
     host = _docker()
     out = {}
@@ -162,7 +177,7 @@ def apply(name=None, test=None):
                 state_dir=_records.state_dir(__opts__),
                 test=_test(test),
                 progress=_progress(spec.name),
-                jid=__opts__.get("jid"),
+                jid=jid,
             )
             out[spec.name] = _shape(result)
         except (CommandExecutionError, SaltInvocationError) as err:
@@ -180,6 +195,7 @@ def rolling_update(
     health_timeout=None,
     min_healthy_time=None,
     rollback=None,
+    **kwargs,
 ):
     """
     Roll service ``name`` on this host to a new version, health-gated.
@@ -238,6 +254,7 @@ def rolling_update(
     rendered = _render.render_service_config(spec, __salt__)
     running = sorted({c.image for c in host.managed(name)})
     test = _test(test)
+    started = time.monotonic()
     result = _converge.converge(
         host,
         spec,
@@ -245,11 +262,12 @@ def rolling_update(
         state_dir=state_dir,
         test=test,
         progress=None if test else _progress(name),
-        jid=__opts__.get("jid"),
+        jid=_jid(kwargs),
     )
     out = _shape(result)
     out["from"] = running[0] if len(running) == 1 else running
     out["to"] = spec.image_ref
+    out["duration"] = round(time.monotonic() - started, 2)
     out["update"] = {"order": spec.update.order, "parallelism": spec.update.parallelism}
     out["steps"] = result.steps
     if result.rolled_back:
@@ -264,7 +282,7 @@ def rolling_update(
     return out
 
 
-def rollback(name, test=None):
+def rollback(name, test=None, **kwargs):
     """
     Roll service ``name`` back to its last good version on this host.
 
@@ -290,7 +308,7 @@ def rollback(name, test=None):
             f"the last good version {target} is not of {pillar_spec.image}; roll it with "
             "rolling_update after changing pillar"
         )
-    return rolling_update(name, tag=tag, test=test)
+    return rolling_update(name, tag=tag, test=test, **kwargs)
 
 
 def history(name, limit=20):

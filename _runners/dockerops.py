@@ -233,12 +233,14 @@ def _rolling_update(client, summary, options):
                 "from": ret.get("from"),
                 "to": ret.get("to"),
                 "result": res["result"],
-                "duration": res["duration"],
+                # The minion's own rollout; the batch's time when it did not say.
+                "duration": ret.get("duration", res["duration"]),
                 "comment": ret.get("comment") or res.get("comment"),
             }
             _say(
                 f"  {minion}: {'ok' if res['result'] else 'FAILED'} "
-                f"{ret.get('from')} -> {ret.get('to')} ({res['duration']}s)"
+                f"{ret.get('from')} -> {ret.get('to')} "
+                f"({summary['minions'][minion]['duration']}s)"
                 + ("" if res["result"] else f": {summary['minions'][minion]['comment']}")
             )
             if res["result"]:

@@ -101,7 +101,7 @@ def plan(
     """The container actions that would converge ``spec`` on ``host`` (reads only)."""
     signal = spec.config.signal if spec.config else None
     seen = ServiceRecord(state_dir, spec.name).config_seen() if signal else {}
-    slots = desired_replicas(spec, config_version, spec.replicas + spec.update.surge)
+    slots = desired_replicas(spec, config_version, spec.slots)
     return plan_service(slots, host.managed(spec.name), seen, signal, count=spec.replicas)
 
 
@@ -251,7 +251,7 @@ def _execute(
             and spec.config.on_change == "restart"
             and all(set(a.changed) == {"config"} for a in recreates)
         )
-        total = spec.replicas + spec.update.surge
+        total = spec.slots
         slots = {r.index: r for r in desired_replicas(spec, config_version, total)}
         occupied = {c.index for c in host.managed(spec.name) if c.index is not None}
         try:

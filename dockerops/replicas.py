@@ -138,7 +138,7 @@ def desired_replicas(
 
     Slot i is container ``<service>-i`` publishing host port ``host + i - 1``;
     every slot's container has the same ``spec_hash``. Callers that roll
-    start-first pass ``replicas + update.surge`` slots. ``config_version`` is the
+    start-first pass ``spec.slots``. ``config_version`` is the
     version of the service's config directory to run (see :mod:`dockerops.config`).
     """
     env = tuple(sorted(spec.all_env.items()))

@@ -6,9 +6,10 @@ replaces only once the replacement counts, so capacity never drops below the
 replica count; ``stop-first`` replaces in place and dips by at most
 ``parallelism``. A replacement counts when Docker reports it healthy and it
 stays so, without restarting, for ``min_healthy_time``. Start-first overlaps
-one batch's ``min_healthy_time`` with the start of the next (which is why it
-has twice ``parallelism`` spare slots), so the hold costs no more wall time
-than Swarm's unheld monitor period, without counting a replica early. The first failure (not
+one batch's ``min_healthy_time`` with the start of the next ones (up to
+``PIPELINE`` batches in flight, hence :meth:`UpdateSpec.spares`), so the hold
+costs no more wall time than Swarm's unheld monitor period, without counting a
+replica early. The first failure (not
 healthy in time, unhealthy, exited, crash loop) stops the rollout; with
 ``update.rollback`` every replica already replaced is put back exactly as it
 was (from its inspect), newest first, each health-gated the same way, without
@@ -218,9 +219,9 @@ def replace(
 
     ``slots`` is the desired container of every slot, ``occupied`` the slots
     holding containers now. Start-first batches overlap: once every replacement
-    of a batch is healthy, the next batch starts in spare slots while the first
-    proves itself for ``settle`` seconds (``PIPELINE`` batches at most); an old
-    replica is stopped only once its replacement counts. In-place batches
+    in flight is healthy, the next batch starts in spare slots while the
+    earlier ones prove themselves for ``settle`` seconds (``PIPELINE`` batches
+    at most); an old replica is stopped only once its replacement counts. In-place batches
     (stop-first, or no spare slot) run one at a time. On failure, after rolling
     back (when enabled), the :class:`RolloutFailed` raised carries the report
     in ``err.report``.

@@ -314,8 +314,9 @@ class HealthcheckSpec(_Model):
         return self.test if self.test[:1] in (["CMD"], ["CMD-SHELL"]) else ["CMD", *self.test]
 
 
-# Start-first batches in flight at once: one proving itself, the next starting.
-PIPELINE = 2
+# Start-first batches in flight at once: the oldest proving itself for
+# min_healthy_time while the next ones start.
+PIPELINE = 3
 
 
 class UpdateSpec(_Model):
@@ -335,14 +336,19 @@ class UpdateSpec(_Model):
     min_healthy_time: Duration | None = None
     rollback: bool = True
 
-    @property
-    def surge(self) -> int:
-        """Spare slots a rollout needs: replacements running beside old replicas.
+    def spares(self, replicas: int) -> int:
+        """Spare slots a start-first rollout of ``replicas`` needs beside them.
 
-        Start-first runs two batches beside their old replicas at once: one
-        proving itself for ``min_healthy_time``, the next starting.
+        Up to ``PIPELINE`` batches run beside their old replicas at once (the
+        oldest proving itself, the next ones starting), never more batches
+        than the rollout has: ``min(parallelism, replicas)`` slots per batch
+        in flight. Stop-first replaces in place and needs none.
         """
-        return PIPELINE * self.parallelism if self.order == "start-first" else 0
+        if self.order != "start-first":
+            return 0
+        size = max(1, min(self.parallelism, replicas))
+        batches = -(-max(replicas, 1) // size)
+        return size * min(PIPELINE, batches)
 
 
 class ServiceSpec(_Model):
@@ -352,7 +358,7 @@ class ServiceSpec(_Model):
     image: str
     tag: str = "latest"
     replicas: Annotated[int, Field(ge=0, le=100)] = 1
-    # Before ports: the ports check needs the surge slots of start-first updates.
+    # Before ports: the ports check needs the spare slots of start-first updates.
     update: UpdateSpec = UpdateSpec()
     command: list[str] | None = None
     env: dict[str, str] = {}
@@ -435,8 +441,9 @@ class ServiceSpec(_Model):
         # no two published ports may collide on this host.
         # Slot i (replicas 1..N, then start-first spares) publishes host + i - 1.
         update = info.data.get("update")
-        surge = update.surge if isinstance(update, UpdateSpec) else 0
-        replicas = (info.data.get("replicas") or 1) + surge
+        replicas = info.data.get("replicas") or 1
+        if isinstance(update, UpdateSpec):
+            replicas += update.spares(replicas)
         taken: dict[tuple[str, int, str], int] = {}
         for port in value:
             if port.host is None:
@@ -492,6 +499,11 @@ class ServiceSpec(_Model):
     @property
     def image_ref(self) -> str:
         return f"{self.image}:{self.tag}"
+
+    @property
+    def slots(self) -> int:
+        """Slots the service's containers may occupy: its replicas, then spares."""
+        return self.replicas + self.update.spares(self.replicas)
 
 
 class PillarRoot(_Model):

@@ -9,6 +9,7 @@ import time
 import urllib.request
 
 import pytest
+from salt.exceptions import SaltInvocationError
 
 from dockerops.history import RolloutLock
 from tests.functional.helpers import containers, service_pillar
@@ -57,7 +58,7 @@ def _answers(port):
 
 @pytest.fixture
 def web(salt, demo_images, service_name, free_ports):
-    """A 3-replica service on 1.0 with published ports (slots 1-3, spares 4-5)."""
+    """A 3-replica service on 1.0 with published ports (slots 1-3, spares 4-6)."""
     port = free_ports(REPLICAS + 4)  # parallelism 2 uses spares 4-7
     pillar = service_pillar(
         service_name,
@@ -69,7 +70,7 @@ def web(salt, demo_images, service_name, free_ports):
     salt.set_pillar(pillar)
     first = salt.states.dockerops.running(name=service_name)
     assert first.result is True, first.comment
-    return {"name": service_name, "pillar": pillar, "ports": [port + i for i in range(5)]}
+    return {"name": service_name, "pillar": pillar, "ports": [port + i for i in range(6)]}
 
 
 def images(client, service):
@@ -143,18 +144,20 @@ def test_a_failure_after_good_batches_rolls_them_back_rolling(
     before = {c.name: c.id for c in containers(docker_client, web["name"]).values()}
 
     def break_the_third_replacement():
-        # Start-first: the first two replacements run in the spare slots 4
-        # and 5; the third is created in slot 1, freed once the first counts.
-        # It is made unhealthy as soon as it exists; by then the first has
-        # replaced replica 1 (and the second may have replaced replica 2).
-        third = f"{web['name']}-1"
+        # Start-first: each replacement starts once those before it are
+        # healthy. The third is made unhealthy as soon as it exists; by the
+        # time that shows (two failed probes, 1 s) the first has counted and
+        # replaced its replica (and the second may have, too).
+        seen: list[str] = []  # new containers in the order they appeared
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for container in containers(docker_client, web["name"]).values():
                 new = container.labels["io.dockerops.image"] == demo_images["1.1"]
-                if new and container.name == third:
-                    (data / f"stop-{container.id[:12]}").write_text("stop")
-                    return
+                if new and container.id not in seen:
+                    seen.append(container.id)
+            if len(seen) >= 3:
+                (data / f"stop-{seen[2][:12]}").write_text("stop")
+                return
             time.sleep(0.05)
 
     watcher = threading.Thread(target=break_the_third_replacement, daemon=True)
@@ -196,6 +199,19 @@ def test_test_mode_returns_the_plan_and_touches_nothing(salt, docker_client, dem
     assert salt.modules.dockerops.history(web["name"]) == [
         e for e in salt.modules.dockerops.history(web["name"]) if e["to"] != demo_images["1.1"]
     ]
+
+
+def test_the_job_id_is_recorded_and_unknown_keywords_refused(salt, web):
+    with pytest.raises(SaltInvocationError, match="bogus"):
+        salt.modules.dockerops.rolling_update(web["name"], tag="1.1", bogus=1)
+    # Salt passes a job's id as __pub_jid to functions that take **kwargs.
+    out = salt.modules.dockerops.rolling_update(
+        web["name"], tag="1.1", __pub_jid="20261127120000123456"
+    )
+    assert out["result"] is True, out["comment"]
+    assert 0 < out["duration"] < 120
+    (entry,) = salt.modules.dockerops.history(web["name"], limit=1)
+    assert entry["jid"] == "20261127120000123456"
 
 
 def test_a_failed_pull_changes_nothing(salt, docker_client, web):

@@ -108,6 +108,12 @@ def test_rolls_the_fleet_in_batches_after_a_canary(fleet, salt_cli, docker_hosts
     history = salt_cli.run("dockerops.history", "web", "limit=1", minion_tgt="*").data
     canary_end = _end(history["int-m1"][0])
     assert all(_start(history[m][0]) >= canary_end for m in ("prd-m3", "stg-m2"))
+    # Each host's audit names the job that rolled it, and the summary its own time.
+    jids = {m: history[m][0]["jid"] for m in MINIONS}
+    assert all(jid and jid.isdigit() for jid in jids.values()), jids
+    assert len(set(jids.values())) == 2  # the canary's job, then batch 2's
+    for minion in MINIONS:
+        assert 0 < out.data["minions"][minion]["duration"] <= history[minion][0]["duration"] + 1
 
 
 def _start(entry):

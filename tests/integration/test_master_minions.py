@@ -34,7 +34,7 @@ def test_each_minion_manages_only_its_own_docker_host(
     salt_cli, salt_minions, docker_hosts, pillar_dir, demo_images, free_ports
 ):
     repo = demo_images["repository"]
-    int_port, stg_port = free_ports(4), free_ports(5)
+    int_port, stg_port = free_ports(4), free_ports(6)
     write_pillar(
         pillar_dir,
         {

@@ -290,7 +290,7 @@ def plan_for(
     """The plan from ``old``'s containers in ``slots`` (default 1..replicas) to ``new``."""
     pool = replicas_of(old, slots=10)
     listed = [actual(pool[i - 1]) for i in slots or range(1, old.replicas + 1)]
-    desired = replicas_of(new, slots=new.replicas + new.update.surge)
+    desired = replicas_of(new, slots=new.slots)
     return plan_service(desired, listed, count=new.replicas)
 
 
@@ -534,22 +534,28 @@ def test_event_bus_listens_looks_in_sock_dir_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fields", "parallelism", "order", "surge"),
+    ("replicas", "fields", "spares"),
     [
-        ({}, 1, "start-first", 2),
-        ({"parallelism": 3}, 3, "start-first", 6),
-        ({"parallelism": 100, "order": "start-first"}, 100, "start-first", 200),
-        ({"order": "stop-first"}, 1, "stop-first", 0),
-        ({"parallelism": 5, "order": "stop-first"}, 5, "stop-first", 0),
+        pytest.param(1, {}, 1, id="one-replica-one-batch"),
+        pytest.param(2, {}, 2, id="two-batches-both-in-flight"),
+        pytest.param(3, {}, 3, id="three-batches"),
+        pytest.param(10, {}, 3, id="at-most-three-batches-in-flight"),
+        pytest.param(4, {"parallelism": 2}, 4, id="two-batches-of-two"),
+        pytest.param(7, {"parallelism": 2}, 6, id="three-of-four-batches-of-two"),
+        pytest.param(2, {"parallelism": 5}, 2, id="a-batch-is-at-most-the-replicas"),
+        pytest.param(100, {"parallelism": 100}, 100, id="all-at-once"),
+        pytest.param(4, {"order": "stop-first"}, 0, id="stop-first"),
+        pytest.param(4, {"parallelism": 5, "order": "stop-first"}, 0, id="stop-first-wide"),
     ],
 )
-def test_update_surge(
-    make_spec: MakeSpec, fields: dict[str, Any], parallelism: int, order: str, surge: int
+def test_update_spares(
+    make_spec: MakeSpec, replicas: int, fields: dict[str, Any], spares: int
 ) -> None:
-    update = make_spec(update=fields).update
+    spec = make_spec(replicas=replicas, update=fields)
 
-    assert (update.parallelism, update.order, update.surge) == (parallelism, order, surge)
-    assert UpdateSpec(**fields).surge == surge
+    assert spec.update.spares(replicas) == spares
+    assert UpdateSpec(**fields).spares(replicas) == spares
+    assert spec.slots == replicas + spares
 
 
 @pytest.mark.parametrize(
@@ -592,7 +598,7 @@ STOP_FIRST_2 = {"order": "stop-first", "parallelism": 2}
         pytest.param(2, STOP_FIRST_2, [port(80, 65533)], id="stop-first-no-spares"),
         pytest.param(2, {"parallelism": 1}, [port(80, 65532)], id="two-spares-fit"),
         pytest.param(1, {"order": "stop-first"}, [port(80, 65535)], id="last-port-stop-first"),
-        pytest.param(1, {}, [port(80, 65533)], id="last-port-is-a-spare"),
+        pytest.param(1, {}, [port(80, 65534)], id="last-port-is-the-spare"),
         pytest.param(
             2, {"order": "stop-first"}, [port(80, 8080), port(81, 8082)], id="stop-first-adjacent"
         ),
@@ -630,16 +636,16 @@ def test_ports_fit_every_slot(
         pytest.param(
             2,
             START_FIRST_2,
-            [port(80, 65531)],
-            "host port 65531 with 6 slots (replicas and start-first spares) runs past 65535",
+            [port(80, 65533)],
+            "host port 65533 with 4 slots (replicas and start-first spares) runs past 65535",
             id="spares-past-65535",
         ),
         pytest.param(
             1,
             {},
-            [port(80, 65534)],
-            "host port 65534 with 3 slots",
-            id="default-spares-past-65535",
+            [port(80, 65535)],
+            "host port 65535 with 2 slots",
+            id="default-spare-past-65535",
         ),
         pytest.param(
             4,
@@ -658,8 +664,8 @@ def test_ports_fit_every_slot(
         pytest.param(
             2,
             START_FIRST_2,
-            [port(80, 8080), port(81, 8085)],
-            "host port 127.0.0.1:8085/tcp is published twice (container ports 80 and 81)",
+            [port(80, 8080), port(81, 8083)],
+            "host port 127.0.0.1:8083/tcp is published twice (container ports 80 and 81)",
             id="last-spare-collides",
         ),
         pytest.param(
@@ -686,14 +692,14 @@ def test_port_slots_of_update_from_defaults() -> None:
     pillar = {
         "dockerops": {
             "defaults": {"update": START_FIRST_2},
-            "services": {"web": {"image": "web", "replicas": 2, "ports": [port(80, 65531)]}},
+            "services": {"web": {"image": "web", "replicas": 2, "ports": [port(80, 65533)]}},
         }
     }
 
     with pytest.raises(SpecError) as caught:
         load_service(pillar, "web")
 
-    assert "host port 65531 with 6 slots" in str(caught.value)
+    assert "host port 65533 with 4 slots" in str(caught.value)
 
 
 def test_port_ranges_of_two_services_are_not_compared() -> None:
@@ -826,17 +832,12 @@ def test_plan_over_slots_from_the_spec(
 ) -> None:
     """A start-first rollout that finished with a replica in the spare slot is left alone."""
     spec = make_spec(replicas=2, update={"parallelism": 2})
-    desired = replicas_of(spec, slots=spec.replicas + spec.update.surge)
-    assert [replica.name for replica in desired] == [f"web-{i}" for i in range(1, 7)]
+    desired = replicas_of(spec, slots=spec.slots)
+    assert [replica.name for replica in desired] == ["web-1", "web-2", "web-3", "web-4"]
 
-    settled = plan_service(desired, [actual(desired[2]), actual(desired[5])], count=2)
-    no_count = plan_service(desired, [actual(desired[2]), actual(desired[5])])
+    settled = plan_service(desired, [actual(desired[2]), actual(desired[3])], count=2)
+    no_count = plan_service(desired, [actual(desired[2]), actual(desired[3])])
 
     assert settled == []
     # Without count every slot is wanted: the spares would be filled too.
-    assert kinds_and_names(no_count) == [
-        ("create", "web-1"),
-        ("create", "web-2"),
-        ("create", "web-4"),
-        ("create", "web-5"),
-    ]
+    assert kinds_and_names(no_count) == [("create", "web-1"), ("create", "web-2")]

@@ -779,7 +779,7 @@ def test_update_defaults() -> None:
     update = load().update
 
     assert (update.health_timeout, update.min_healthy_time, update.rollback) == (60.0, None, True)
-    assert (update.parallelism, update.order, update.surge) == (1, "start-first", 2)
+    assert (update.parallelism, update.order, update.spares(1)) == (1, "start-first", 1)
 
 
 @pytest.mark.parametrize(
