@@ -17,11 +17,11 @@ from typing import Any
 from .config import ConfigStore, RenderedConfig, redact
 from .errors import DockerError, SpecError
 from .history import History, LockHeld, RolloutLock
-from .host import DockerHost
+from .host import DockerHost, Wakeup
 from .plan import Action, plan_service
 from .records import DEFAULT_STATE_DIR, ServiceRecord
 from .replicas import ActualReplica, desired_replicas
-from .rollout import Progress, RolloutFailed, min_healthy_time, replace
+from .rollout import Clock, Progress, RolloutFailed, min_healthy_time, replace
 from .spec import ServiceSpec
 
 
@@ -254,8 +254,19 @@ def _execute(
         total = spec.slots
         slots = {r.index: r for r in desired_replicas(spec, config_version, total)}
         occupied = {c.index for c in host.managed(spec.name) if c.index is not None}
+        wakeup = Wakeup(host, spec.name)
         try:
-            report = replace(host, spec, recreates, slots, occupied, settle, all_at_once, notify)
+            report = replace(
+                host,
+                spec,
+                recreates,
+                slots,
+                occupied,
+                settle,
+                all_at_once,
+                notify,
+                Clock(sleep=wakeup.sleep),
+            )
         except RolloutFailed as err:
             if err.report is not None:
                 outcome.touched |= err.report.touched
@@ -267,6 +278,8 @@ def _execute(
                     r.action for r in err.report.replaced if r.action.name not in back and r.new_id
                 )
             raise
+        finally:
+            wakeup.close()
         outcome.touched |= report.touched
         outcome.steps.extend(report.steps)
         outcome.done.extend(recreates)

@@ -6,7 +6,9 @@ naming the service and replica concerned.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -192,6 +194,42 @@ class DockerHost:
                 self.api.remove_container(container_id, force=True)
         except NotFound:
             return
+
+
+class Wakeup:
+    """Sleeps like ``time.sleep``, but wakes as soon as Docker reports an event
+    (a health status, a start, a die...) for one service's containers.
+
+    The rollout loop polls with it: it notices a replacement turning healthy
+    or unhealthy at once instead of up to a poll interval later, and still
+    polls when no event comes. Without an events stream it just sleeps.
+    """
+
+    def __init__(self, host: DockerHost, service: str) -> None:
+        self._woken = threading.Event()
+        self._stream: Any = None
+        try:
+            self._stream = host.api.events(
+                filters={"type": "container", "label": f"{LABEL_SERVICE}={service}"},
+                decode=True,
+            )
+        except Exception:
+            return
+        threading.Thread(target=self._pump, name=f"dockerops-events-{service}", daemon=True).start()
+
+    def _pump(self) -> None:
+        with contextlib.suppress(Exception):  # a closed or broken stream ends it
+            for _event in self._stream:
+                self._woken.set()
+
+    def sleep(self, seconds: float) -> None:
+        self._woken.wait(seconds)
+        self._woken.clear()
+
+    def close(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(Exception):
+                self._stream.close()
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,19 @@ every container's life is recorded to check capacity and ordering.
 from __future__ import annotations
 
 import itertools
+import queue
 import re
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from dockerops.errors import DockerError, NotFound
-from dockerops.host import DockerHost, HealthWatch
+from dockerops.host import DockerHost, HealthWatch, Wakeup
 from dockerops.plan import Action, plan_service
 from dockerops.replicas import DesiredReplica, actual_from_list_entry
 from dockerops.replicas import desired_replicas as replicas_of
@@ -552,3 +556,76 @@ def test_all_at_once_replaces_every_replica_in_one_batch(
         ["web-1", "web-2", "web-3", "web-4"]
     ]
     assert run.host.live_tags() == [(f"web-{i}", "1.5") for i in range(1, 5)]
+
+
+# --- Wakeup: the rollout loop's sleep, cut short by Docker's events -------------------------
+
+
+class FakeEvents:
+    """An events stream fed by the test; close() ends it like docker-py's."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.filters: dict[str, Any] = {}
+        self.closed = False
+
+    def events(self, filters: dict[str, Any], decode: bool) -> FakeEvents:
+        self.filters = filters
+        return self
+
+    def __iter__(self) -> FakeEvents:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        item = self.queue.get()
+        if item is None:
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self.closed = True
+        self.queue.put(None)
+
+
+def wakeup_on(api: Any) -> Wakeup:
+    return Wakeup(cast(DockerHost, SimpleNamespace(api=api)), "web")
+
+
+def test_wakeup_returns_when_an_event_comes() -> None:
+    api = FakeEvents()
+    wakeup = wakeup_on(api)
+    assert api.filters == {"type": "container", "label": "io.dockerops.service=web"}
+
+    threading.Timer(0.05, api.queue.put, [{"Action": "health_status: healthy"}]).start()
+    started = time.monotonic()
+    wakeup.sleep(5)
+    woke = time.monotonic() - started
+
+    assert woke < 2
+    wakeup.close()
+    assert api.closed
+
+
+def test_wakeup_sleeps_the_whole_time_without_events() -> None:
+    api = FakeEvents()
+    wakeup = wakeup_on(api)
+
+    started = time.monotonic()
+    wakeup.sleep(0.2)
+
+    assert time.monotonic() - started >= 0.19
+    wakeup.close()
+
+
+def test_wakeup_without_an_events_stream_just_sleeps() -> None:
+    class NoEvents:
+        def events(self, **_kwargs: Any) -> None:
+            raise DockerError("events: not supported")
+
+    wakeup = wakeup_on(NoEvents())
+
+    started = time.monotonic()
+    wakeup.sleep(0.1)
+    wakeup.close()  # nothing to close
+
+    assert time.monotonic() - started >= 0.09
