@@ -19,7 +19,7 @@ master's event bus (``salt/job/<jid>/new`` and ``.../ret/<minion>`` stamps of
 the jobs the runner publishes): the runner's progress lines, the status check
 before the batch, the batch's ``dockerops.rolling_update`` job, and each
 minion's own rollout duration from ``dockerops.history`` (by the job's jid, or,
-as minions record none under a master, by time and version). Dispatch overhead
+for an entry without one, by time and version). Dispatch overhead
 per batch = (the last return of the runner's previous step -> the batch's last
 return) - the slowest minion's own rollout in that batch. A sampler counts
 healthy replicas over the fleet every 200 ms (with a timeline of each
