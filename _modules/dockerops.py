@@ -223,8 +223,16 @@ def rolling_update(
 
     The image is pulled before any container is touched. One rollout per
     service runs at a time on a host (a lock); each is recorded in
-    ``dockerops.history``; progress is fired as ``dockerops/rollout/<name>/...``
-    events. A failure returns ``result: False`` and a non-zero exit code.
+    ``dockerops.history`` with the job's id; progress is fired as
+    ``dockerops/rollout/<name>/...`` events. Start-first batches overlap: the
+    next starts once those in flight are healthy, and an old replica stops
+    only once its replacement has stayed healthy for ``min_healthy_time``.
+
+    Returns ``result``, ``comment``, ``changes``, ``from`` and ``to`` (images),
+    ``duration`` (seconds), ``update`` (the order and parallelism used),
+    ``steps``, ``rolled_back`` (after a failure), ``plan`` (under ``test``) and
+    ``note`` (when ``tag`` is not pillar's). A failure returns
+    ``result: False`` and a non-zero exit code.
 
     CLI Example:
 
