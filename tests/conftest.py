@@ -74,14 +74,37 @@ def _port_free(port: int) -> bool:
     return True
 
 
+# Published test ports stay below the kernel's ephemeral range: an outgoing
+# connection (Salt, Docker, the registry) may take any port in it at any time.
+PORTS_FROM = 20000
+PORTS_BELOW = 32768  # Linux's default ip_local_port_range starts here
+
+
+def ports_below() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return PORTS_BELOW
+    return max(PORTS_FROM + 1000, min(low, PORTS_BELOW))
+
+
 @pytest.fixture
 def free_ports():
-    """free_ports(n): the first of n consecutive free ports on 127.0.0.1."""
+    """free_ports(n): the first of n consecutive free ports on 127.0.0.1.
+
+    Ranges handed out in one test never overlap (nothing binds them until the
+    containers start), and all lie below the ephemeral port range.
+    """
+    taken: list[range] = []
 
     def find(count: int = 1) -> int:
         for _ in range(200):
-            first = random.randrange(20000, 40000)
-            if all(_port_free(first + i) for i in range(count)):
+            first = random.randrange(PORTS_FROM, ports_below() - count)
+            wanted = range(first, first + count)
+            if any(set(wanted) & set(r) for r in taken):
+                continue
+            if all(_port_free(port) for port in wanted):
+                taken.append(wanted)
                 return first
         raise RuntimeError("no free port range found")
 

@@ -23,7 +23,7 @@ def fleet(salt_master, salt_cli, salt_minions, pillar_dir, demo_images, tmp_path
     repo = demo_images["repository"]
     per_env = {}
     for number, env in enumerate(ENVS.values()):
-        base = random.randrange(20000, 39000) // 10 * 10 + number * 3
+        base = random.randrange(20000, 32000) // 10 * 10 + number * 3
         per_env[env] = {
             "dockerops": {
                 "environment": env,
@@ -82,7 +82,9 @@ def test_plan_only_under_test(fleet, docker_hosts):
     # Then each minion's own plan, from dockerops.rolling_update test=True there.
     assert [line.split(":")[0] for line in plan[3:]] == sorted(MINIONS)
     for line in plan[3:]:
-        assert "batch 1 (start-first): web-1 (" in line and line.endswith(":1.1)"), line
+        # Two replicas, one batch each, whichever slots they sit in now.
+        assert "batch 1 (start-first): web-" in line and "; batch 2 (start-first): web-" in line
+        assert line.count(":1.0 -> ") == 2 and line.endswith(":1.1)"), line
     assert fleet_images(docker_hosts) == before
 
 
@@ -211,6 +213,8 @@ def test_a_minion_killed_mid_rollout_halts_the_run(fleet, salt_minions, docker_h
             "batch=2",
             f"tag={target}",
             "timeout=20",
+            # Time to stop prd-m3 before batch 2 starts, however fast the canary.
+            "pause=10",
         )
 
     thread = threading.Thread(target=run)

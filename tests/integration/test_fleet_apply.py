@@ -36,7 +36,7 @@ def fleet(salt_master, salt_cli, salt_minions, pillar_dir, demo_images, tmp_path
     """Every minion runs web 1.0 with ``app.conf`` at revision 1."""
     repo = demo_images["repository"]
     root = tmp_path_factory.mktemp("fleet-apply")
-    base = random.randrange(20000, 39000) // 10 * 10
+    base = random.randrange(20000, 32000) // 10 * 10
     # Each minion's range holds its replicas plus the two start-first spare slots.
     ports = {minion: base + number * 4 for number, minion in enumerate(MINIONS)}
     written = {}
