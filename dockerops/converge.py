@@ -17,11 +17,11 @@ from typing import Any
 from .config import ConfigStore, RenderedConfig, redact
 from .errors import DockerError, SpecError
 from .history import History, LockHeld, RolloutLock
-from .host import DockerHost, Wakeup
+from .host import Clock, DockerHost, Wakeup
 from .plan import Action, plan_service
 from .records import DEFAULT_STATE_DIR, ServiceRecord
 from .replicas import ActualReplica, desired_replicas
-from .rollout import Clock, Progress, RolloutFailed, min_healthy_time, replace
+from .rollout import Progress, RolloutFailed, min_healthy_time, replace
 from .spec import ServiceSpec
 
 

@@ -10,6 +10,7 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,14 @@ from .replicas import (
 STOP_TIMEOUT = 10
 # Seconds between inspects while waiting on a container's health.
 POLL = 0.1
+
+
+@dataclass
+class Clock:
+    """Time for the health waits and the rollout loop (a fake one in tests)."""
+
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
 
 
 class DockerHost:
@@ -162,6 +171,7 @@ class DockerHost:
         min_healthy_time: float = 0.0,
         poll: float = POLL,
         restarts: int | None = None,
+        clock: Clock | None = None,
     ) -> HealthReport:
         """Wait until the container counts as healthy, or say why it does not.
 
@@ -169,12 +179,13 @@ class DockerHost:
         count it starts from (0 for a container just created; None: whatever
         the first inspect shows).
         """
-        watch = HealthWatch(name, timeout, min_healthy_time, time.monotonic(), restarts)
+        clock = clock or Clock()
+        watch = HealthWatch(name, timeout, min_healthy_time, clock.now(), restarts)
         while True:
-            verdict = watch.observe(self.inspect(container_id), time.monotonic())
+            verdict = watch.observe(self.inspect(container_id), clock.now())
             if verdict is not None:
                 return verdict
-            time.sleep(poll)
+            clock.sleep(poll)
 
     def start(self, container_id: str, name: str) -> None:
         with translate_errors(f"starting {name}"):

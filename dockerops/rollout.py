@@ -22,14 +22,13 @@ import glob
 import itertools
 import logging
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import DockerError, SpecError
-from .host import POLL, DockerHost, HealthWatch
+from .host import POLL, Clock, DockerHost, HealthWatch
 from .plan import Action
 from .replicas import DesiredReplica
 from .spec import PILLAR_KEY, PIPELINE, ServiceSpec
@@ -162,14 +161,6 @@ def describe_plan(spec: ServiceSpec, actions: list[Action]) -> list[str]:
         lines.append(f"batch {number} ({spec.update.order}): " + "; ".join(parts))
     lines.extend(f"{a.kind} {a.name}" for a in actions if a.kind == "signal")
     return lines
-
-
-@dataclass
-class Clock:
-    """Time for the rollout loop (a fake one in tests)."""
-
-    now: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass

@@ -22,11 +22,11 @@ from typing import Any, cast
 import pytest
 
 from dockerops.errors import DockerError, NotFound
-from dockerops.host import DockerHost, HealthWatch, Wakeup
+from dockerops.host import Clock, DockerHost, HealthWatch, Wakeup
 from dockerops.plan import Action, plan_service
 from dockerops.replicas import DesiredReplica, actual_from_list_entry
 from dockerops.replicas import desired_replicas as replicas_of
-from dockerops.rollout import Clock, RolloutFailed, replace
+from dockerops.rollout import RolloutFailed, replace
 from dockerops.spec import ServiceSpec
 
 MakeSpec = Callable[..., ServiceSpec]
@@ -142,21 +142,10 @@ class SimHost:
             "State": {"Status": status, "Health": {"Status": health}, "Restarting": False},
         }
 
-    def wait_healthy(
-        self,
-        container_id: str,
-        name: str,
-        timeout: float,
-        min_healthy_time: float = 0.0,
-        poll: float = 0.1,
-        restarts: int | None = None,
-    ) -> Any:
-        watch = HealthWatch(name, timeout, min_healthy_time, self.clock.now(), restarts)
-        while True:
-            verdict = watch.observe(self.inspect(container_id), self.clock.now())
-            if verdict is not None:
-                return verdict
-            self.clock.sleep(poll)
+    def wait_healthy(self, *args: Any, **kwargs: Any) -> Any:
+        """DockerHost's own wait, on the simulated clock."""
+        clock = Clock(self.clock.now, self.clock.sleep)
+        return DockerHost.wait_healthy(cast(DockerHost, self), *args, clock=clock, **kwargs)
 
     # --- the simulation ---------------------------------------------------------------------
 
