@@ -35,8 +35,10 @@ def dockerops():
     opts = dict(__opts__)
     opts["dockerops.docker_timeout"] = GRAINS_TIMEOUT
     grain = {"version": _lib.__version__, "docker": {"url": _client.docker_url(opts)}}
+    # Grains refresh in the minion's main process: close the client after reading.
+    clients = {}
     try:
-        host = _host.minion_host(opts)
+        host = _host.minion_host(opts, clients)
         with _client.translate_errors("reading grains"):
             grain["docker"]["version"] = host.client.version().get("Version")
         grain["docker"]["reachable"] = True
@@ -46,4 +48,6 @@ def dockerops():
         log.warning("dockerops grains: %s", err)
         grain["docker"]["reachable"] = False
         grain["services"] = []
+    finally:
+        _client.close_clients(clients)
     return {"dockerops": grain}

@@ -7,6 +7,7 @@ manages (default ``unix:///var/run/docker.sock``). The work is done by the
 ``salt://_utils`` with ``saltutil.sync_all``.
 """
 
+import functools
 import logging
 import time
 
@@ -53,6 +54,29 @@ def _docker():
     return _host.minion_host(__opts__, __context__)
 
 
+def _closes_clients(func):
+    """Close the Docker clients a call opened when it ends.
+
+    Jobs run as threads (``multiprocessing: False``) each get a fresh
+    ``__context__``: a client left open there keeps its connections to the
+    daemon until the garbage collector happens to run. A call made from
+    another (``rollback`` -> ``rolling_update``) leaves them to the outer one.
+    """
+
+    @functools.wraps(func)
+    def call(*args, **kwargs):
+        depth = __context__.get("dockerops.call_depth", 0)
+        __context__["dockerops.call_depth"] = depth + 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            __context__["dockerops.call_depth"] = depth
+            if not depth:
+                _client.close_clients(__context__)
+
+    return call
+
+
 def _test(test):
     return bool(__opts__.get("test", False) if test is None else test)
 
@@ -63,12 +87,23 @@ def _progress(service):
     return _rollout.event_progress(send, service)
 
 
-def _shape(result):
+def _shape(result, whole_return=False):
+    """A service result as Salt returns it; a failure sets the exit code.
+
+    ``whole_return``: the dict is the function's whole return. Salt then takes
+    any ``result`` that is not true for a failure (exit code 1), so a valid
+    ``test=True`` plan (``None`` in a state) reports ``result: True``, with
+    ``test: True``.
+    """
     if result.result is False:
         __context__["retcode"] = 1
-    return {"result": result.result, "comment": result.comment, "changes": result.changes}
+    out = {"result": result.result, "comment": result.comment, "changes": result.changes}
+    if whole_return and result.result is None:
+        out.update(result=True, test=True)
+    return out
 
 
+@_closes_clients
 def version():
     """
     Return the dockerops library version and the Docker daemon's version.
@@ -90,6 +125,7 @@ def version():
     }
 
 
+@_closes_clients
 def services():
     """
     Compare every pillar service with what runs on this host.
@@ -112,12 +148,14 @@ def services():
     return _status.services_overview(_docker(), specs, versions)
 
 
+@_closes_clients
 def status(name=None):
     """
     Per replica: container, image, state, health, restart count, config version.
 
     name
-        Only this service. Default: every dockerops container on this host.
+        Only this service. Default (``None``): every dockerops container on this
+        host. An empty or invalid name is refused.
 
     CLI Example:
 
@@ -126,6 +164,8 @@ def status(name=None):
         salt '*' dockerops.status
         salt '*' dockerops.status web
     """
+    if name is not None:
+        _spec.check_service_name(name)
     return _status.replica_status(_docker(), name, _records.state_dir(__opts__))
 
 
@@ -141,12 +181,14 @@ def _jid(kwargs):
     return jid or __opts__.get("jid")
 
 
+@_closes_clients
 def apply(name=None, test=None, **kwargs):
     """
     Converge this host to pillar, like the ``dockerops.running`` state.
 
     name
-        Only this service. Default: every service in ``dockerops:services``.
+        Only this service. Default (``None``): every service in
+        ``dockerops:services``. An empty or invalid name is refused.
 
     test
         Report what would change and touch nothing. Default: the minion's
@@ -163,7 +205,10 @@ def apply(name=None, test=None, **kwargs):
         salt '*' dockerops.apply web test=True
     """
     jid = _jid(kwargs)
-    specs = [_spec.load_service(__pillar__, name)] if name else _spec.load_services(__pillar__)
+    if name is None:
+        specs = _spec.load_services(__pillar__)
+    else:
+        specs = [_spec.load_service(__pillar__, _spec.check_service_name(name))]
     host = _docker()
     out = {}
     for spec in specs:
@@ -186,6 +231,7 @@ def apply(name=None, test=None, **kwargs):
     return out
 
 
+@_closes_clients
 def rolling_update(
     name,
     tag=None,
@@ -272,7 +318,7 @@ def rolling_update(
         progress=None if test else _progress(name),
         jid=_jid(kwargs),
     )
-    out = _shape(result)
+    out = _shape(result, whole_return=True)
     out["from"] = running[0] if len(running) == 1 else running
     out["to"] = spec.image_ref
     out["duration"] = round(time.monotonic() - started, 2)
@@ -290,6 +336,7 @@ def rolling_update(
     return out
 
 
+@_closes_clients
 def rollback(name, test=None, **kwargs):
     """
     Roll service ``name`` back to its last good version on this host.
@@ -304,6 +351,7 @@ def rollback(name, test=None, **kwargs):
 
         salt '*' dockerops.rollback web
     """
+    _spec.check_service_name(name)
     running = {c.image for c in _docker().managed(name)}
     good = _history.History(_records.state_dir(__opts__), name).last_good(other_than=running)
     if good is None or not isinstance(good.get("to"), str):
@@ -319,22 +367,35 @@ def rollback(name, test=None, **kwargs):
     return rolling_update(name, tag=tag, test=test, **kwargs)
 
 
+@_closes_clients
 def history(name, limit=20):
     """
     The rollout history of service ``name`` on this host, newest first.
 
     Each entry: when, from, to, result, rolled-back replicas, duration (s), jid.
+    The history keeps the newest ``dockerops.history_keep`` rollouts (minion
+    option, default 100).
+
+    limit
+        The number of entries returned (default 20; 0 or more).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' dockerops.history web
+        salt '*' dockerops.history web limit=5
     """
-    entries = _history.History(_records.state_dir(__opts__), name).entries(int(limit))
+    if isinstance(limit, str) and limit.strip().isdigit():
+        limit = int(limit)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise SaltInvocationError(f"limit must be a whole number, 0 or more, not {limit!r}")
+    _spec.check_service_name(name)
+    entries = _history.History(_records.state_dir(__opts__), name).entries(limit)
     return list(reversed(entries))
 
 
+@_closes_clients
 def restart(name, rolling=True, test=None):
     """
     Restart a service's replicas on this host, as its ``config:on_change`` says.
@@ -358,9 +419,13 @@ def restart(name, rolling=True, test=None):
         salt '*' dockerops.restart web rolling=False
     """
     spec = _spec.load_service(__pillar__, name)
-    return _shape(_converge.restart_service(_docker(), spec, rolling=rolling, test=_test(test)))
+    return _shape(
+        _converge.restart_service(_docker(), spec, rolling=rolling, test=_test(test)),
+        whole_return=True,
+    )
 
 
+@_closes_clients
 def remove(name, test=None):
     """
     Remove every container of a service from this host (pillar is not read).
@@ -377,4 +442,5 @@ def remove(name, test=None):
 
         salt '*' dockerops.remove web
     """
-    return _shape(_converge.remove_service(_docker(), name, test=_test(test)))
+    _spec.check_service_name(name)
+    return _shape(_converge.remove_service(_docker(), name, test=_test(test)), whole_return=True)

@@ -20,12 +20,17 @@ Keep Docker services from pillar running on this minion.
         - name: old
 """
 
+import functools
+import sys
+
 try:
     import dockerops as _lib
 
     HAS_LIB = hasattr(_lib, "__path__")
     if HAS_LIB:
+        from dockerops import client as _client
         from dockerops import config as _config
+        from dockerops import configcheck as _configcheck
         from dockerops import converge as _converge
         from dockerops import host as _host
         from dockerops import records as _records
@@ -44,6 +49,41 @@ def __virtual__():
     if not HAS_LIB:
         return (False, "dockerops: the dockerops library, docker and pydantic are required")
     return __virtualname__
+
+
+def _closes_clients(func):
+    """Close the Docker clients a state opened when it ends.
+
+    Salt offers no hook at the end of a state run, and a state run's
+    ``__context__`` is dropped with its connections still open; a state run
+    forked for ``parallel: True`` must not share pooled connections either.
+    The next state builds a new client, which costs no request.
+    """
+
+    @functools.wraps(func)
+    def state(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _client.close_clients(__context__)
+
+    return state
+
+
+def _jid():
+    """The job id of the running state run, for the rollout history.
+
+    Salt passes state functions no ``__pub_jid``; the ``State`` object that calls
+    them holds the job's id, and tells us which one it is by ``__instance_id__``.
+    """
+    instance = globals().get("__instance_id__")
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if instance and getattr(owner, "instance_id", None) == instance:
+            return getattr(owner, "jid", None) or __opts__.get("jid")
+        frame = frame.f_back
+    return __opts__.get("jid")
 
 
 def _touched_key(name):
@@ -86,6 +126,7 @@ def _fail(ret, err):
     return ret
 
 
+@_closes_clients
 def running(name, **overrides):
     """
     Ensure the replicas of service ``name`` run as pillar declares them.
@@ -127,7 +168,7 @@ def running(name, **overrides):
             test=__opts__["test"],
             config_reported=reported,
             progress=_progress(name),
-            jid=__opts__.get("jid"),
+            jid=_jid(),
         )
     except (CommandExecutionError, SaltInvocationError) as err:
         return _fail(ret, err)
@@ -138,15 +179,21 @@ def running(name, **overrides):
     return ret
 
 
+@_closes_clients
 def config_managed(name, **overrides):
     """
     Render service ``name``'s config directory on the host (no container touched).
 
     Files from ``config:files`` are rendered (inline ``contents`` or a
     ``salt://`` ``source``, optionally a jinja ``template``) and written as an
-    immutable version directory named by its content hash; ``..data`` then
-    points at it. Changes show each file's diff (masked for secrets, withheld
-    for files with ``show_diff: false``). Old versions are pruned, keeping
+    immutable version directory named by its content hash. With
+    ``config:check``, the new version is first validated in a throwaway
+    container of the service's image; a failing check fails the state with
+    its output, and nothing else happens. ``..data`` then points at the
+    version, except for ``signal:*`` services, whose replicas read ``..data``
+    live: ``dockerops.running`` moves it and proves each replica's reload.
+    Changes show each file's diff (masked for secrets, withheld for files
+    with ``show_diff: false``). Old versions are pruned, keeping
     ``config:keep`` and every version a container still mounts.
 
     .. code-block:: yaml
@@ -162,7 +209,7 @@ def config_managed(name, **overrides):
             ret["comment"] = f"Service {name} has no config directory"
             return ret
         rendered = _rendered(spec)
-        store = _config.ConfigStore(spec.config_root)
+        store = _config.ConfigStore.of(spec)
         current = store.current()
         # dockerops.running in this run need not report this version again.
         __context__[_config_key(name)] = rendered.version
@@ -178,24 +225,48 @@ def config_managed(name, **overrides):
             ret["result"] = None
             ret["comment"] = f"Config of {name} would move to version {rendered.version}"
             return ret
-        store.write(rendered)
-        store.activate(rendered.version)
+        # A signal service's replicas read ..data live: dockerops.running moves
+        # it, signals and proves each reload, and moves it back if one fails.
+        signal = spec.config.signal
+        steps = _configcheck.publish(
+            host,
+            spec,
+            store,
+            rendered,
+            _records.state_dir(__opts__),
+            _converge.known_secrets(host, spec),
+            activate=signal is None,
+        )
         in_use = {c.config_version for c in host.managed(name) if c.config_version}
         store.prune(spec.config.keep, in_use)
+    except _configcheck.ConfigCheckFailed as err:
+        ret["changes"] = {}  # written, never activated
+        return _fail(ret, err)
     except (CommandExecutionError, SaltInvocationError) as err:
         return _fail(ret, err)
-    ret["comment"] = f"Config of {name} is now version {rendered.version}"
+    if signal is None:
+        ret["comment"] = f"Config of {name} is now version {rendered.version}"
+    else:
+        ret["comment"] = (
+            f"Config of {name}: version {rendered.version} written; dockerops.running "
+            f"makes it current and sends {signal}, proving each reload"
+        )
+    ret["comment"] += "".join(f"; {step}" for step in steps)
     return ret
 
 
+@_closes_clients
 def absent(name, remove_config=False):
     """
     Ensure no container of service ``name`` runs on this minion.
 
     remove_config
-        Also delete the service's config directory (all its versions). Its
-        location is read from pillar, so the service must still be declared
-        there; data directories are never touched.
+        Also remove the service's config directory: what dockerops wrote there
+        (its versions, ``..data``, the name links, the marker), then the
+        directory if that left it empty. Its location is read from pillar, so
+        the service must still be declared there. A directory dockerops does
+        not own (no marker, and entries dockerops did not write) is refused
+        before any container is touched; data directories are never touched.
 
     .. code-block:: yaml
 
@@ -205,29 +276,44 @@ def absent(name, remove_config=False):
     """
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
     try:
-        store = None
+        _spec.check_service_name(name)
+        store = removal = None
         if remove_config:
             spec = _spec.load_service(__pillar__, name)
-            store = _config.ConfigStore(spec.config_root) if spec.config_root else None
+            if spec.config_root:
+                store = _config.ConfigStore.of(spec)
+                # Refuses a root dockerops does not own, before anything is touched.
+                removal = store.removal()
         result = _converge.remove_service(
             _host.minion_host(__opts__, __context__), name, test=__opts__["test"]
         )
+        ret["changes"] = result.changes
+        ret["comment"] = result.comment
+        ret["result"] = result.result
+        if not result.actions:
+            ret["comment"] = f"Service {name} has no containers on this host"
+        if removal is None or not (removal.removed or removal.kept or removal.root_removed):
+            return ret
+        if result.result is False:
+            return ret
+        if not __opts__["test"]:
+            removal = store.remove()
+        else:
+            ret["result"] = None
+        if removal.kept:
+            ret["changes"]["config"] = {"removed": removal.removed, "kept": removal.kept}
+            ret["comment"] += (
+                f"; config root {store.root} kept: it holds {', '.join(removal.kept)}, "
+                "which dockerops did not write"
+            )
+        else:
+            ret["changes"]["config"] = {"removed": str(store.root)}
     except (CommandExecutionError, SaltInvocationError) as err:
         return _fail(ret, err)
-    ret["changes"] = result.changes
-    ret["comment"] = result.comment
-    ret["result"] = result.result
-    if not result.actions:
-        ret["comment"] = f"Service {name} has no containers on this host"
-    if store is not None and store.root.exists() and result.result is not False:
-        ret["changes"]["config"] = {"removed": str(store.root)}
-        if __opts__["test"]:
-            ret["result"] = None
-        else:
-            store.remove()
     return ret
 
 
+@_closes_clients
 def mod_watch(name, sfun=None, **kwargs):
     """
     Restart service ``name`` when a watched state changed (see ``running``).

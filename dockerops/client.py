@@ -1,8 +1,9 @@
 """The Docker client, and the one place that translates docker-py errors.
 
 ``docker_client(opts, context)`` caches one client per daemon URL in Salt's
-``__context__`` (any dict works), so a state run talks to the daemon over one
-connection pool.
+``__context__`` (any dict works), so a call talks to the daemon over one
+connection pool; ``close_clients(context)`` closes them when the call ends
+(a minion running jobs as threads keeps no idle connections to the daemon).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ DEFAULT_URL = "unix:///var/run/docker.sock"
 DEFAULT_TIMEOUT = 60
 CONTEXT_KEY = "dockerops.clients"
 
+# The API version negotiated with each daemon URL, for the process's life: a
+# client built with version="auto" asks the daemon (GET /version) first, and a
+# client is built per call. Forgotten when a daemon says it is too new for it.
+_api_versions: dict[str, str] = {}
+
 
 def docker_url(opts: MutableMapping[str, Any]) -> str:
     """The daemon this minion manages: minion option ``dockerops.docker_url``."""
@@ -28,20 +34,36 @@ def docker_url(opts: MutableMapping[str, Any]) -> str:
 
 
 def docker_client(
-    opts: MutableMapping[str, Any], context: MutableMapping[str, Any] | None = None
+    opts: MutableMapping[str, Any], context: MutableMapping[str, Any]
 ) -> docker.DockerClient:
-    """Return a (cached) client for the minion's Docker daemon."""
+    """Return a client for the minion's Docker daemon, cached in ``context``.
+
+    The caller closes it with :func:`close_clients` when its call ends.
+    """
     url = docker_url(opts)
     timeout = int(opts.get("dockerops.docker_timeout") or DEFAULT_TIMEOUT)
-    cache: dict[str, docker.DockerClient] = {}
-    if context is not None:
-        cache = context.setdefault(CONTEXT_KEY, {})
+    cache: dict[str, docker.DockerClient] = context.setdefault(CONTEXT_KEY, {})
     client = cache.get(url)
     if client is None:
+        known = _api_versions.get(url)
         with translate_errors(f"connecting to the Docker daemon at {url}"):
-            client = docker.DockerClient(base_url=url, timeout=timeout, version="auto")
+            client = docker.DockerClient(base_url=url, timeout=timeout, version=known or "auto")
+        if known is None:
+            _api_versions[url] = str(client.api.api_version)
         cache[url] = client
     return client
+
+
+def close_clients(context: MutableMapping[str, Any]) -> None:
+    """Close the clients cached in ``context``: their pooled connections to the daemon.
+
+    The faces call it when a call (a module function, a state) ends; the next
+    call builds a new client, which costs no request.
+    """
+    cache = context.pop(CONTEXT_KEY, None) or {}
+    for client in cache.values():
+        with contextlib.suppress(Exception):
+            client.close()
 
 
 @contextlib.contextmanager
@@ -56,6 +78,9 @@ def translate_errors(doing: str) -> Iterator[None]:
     except docker.errors.NotFound as err:
         raise NotFound(f"{doing}: {_explain(err)}") from err
     except docker.errors.APIError as err:
+        if "is too new" in _explain(err):
+            # The daemon was downgraded: negotiate again with the next client.
+            _api_versions.clear()
         raise DockerError(f"{doing}: {_explain(err)}") from err
     except docker.errors.DockerException as err:
         # docker-py raises a bare DockerException when it cannot even reach the

@@ -14,15 +14,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ConfigStore, RenderedConfig, redact
+from .config import ConfigStore, RenderedConfig
+from .configcheck import (
+    ReloadFailed,
+    ReloadReport,
+    publish,
+    reload_replicas,
+    replica_logs,
+)
 from .errors import DockerError, SpecError
 from .history import History, LockHeld, RolloutLock
 from .host import Clock, DockerHost, Wakeup
+from .ledger import Ledger
+from .masking import redact
 from .plan import Action, plan_service
 from .records import DEFAULT_STATE_DIR, ServiceRecord
-from .replicas import ActualReplica, desired_replicas
-from .rollout import Progress, RolloutFailed, min_healthy_time, replace
-from .spec import ServiceSpec
+from .replicas import ActualReplica, desired_replicas, secret_keys_of
+from .rollout import Progress, RolloutFailed, min_healthy_time, prove, replace
+from .spec import ServiceSpec, check_service_name
 
 
 @dataclass
@@ -45,6 +54,11 @@ class ServiceResult:
     previous_config: str | None = None
     # Actions carried out (on failure, changes report only these).
     done: list[Action] = field(default_factory=list)
+    # Live-mounted replicas whose config reload this run proved (or undid):
+    # container id -> the version loaded now (None: unknown, forget the record).
+    config_loaded: dict[str, str | None] = field(default_factory=dict)
+    # What this run found left behind by an interrupted one, and what it did about it.
+    recovered: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> dict[str, Any]:
@@ -55,6 +69,8 @@ class ServiceResult:
             out["config"] = self.config_changes
         if self.rolled_back:
             out["rolled_back"] = list(self.rolled_back)
+        if self.recovered:
+            out["recovered"] = list(self.recovered)
         return out
 
     @property
@@ -73,23 +89,47 @@ class ServiceResult:
 
 
 def known_secrets(host: DockerHost, spec: ServiceSpec) -> list[str]:
-    """The service's secret values now, and those its containers still run with.
+    """The service's secret values now, and every secret its containers hold.
 
-    A rotated secret must stay hidden too: a config diff shows the old file.
+    A rotated or renamed secret must stay hidden too: a config diff shows the
+    old file. A container names its secret env entries in a label
+    (``io.dockerops.secret-keys``); for one created before that label, every
+    env entry that is neither pillar's plain env (same value) nor its image's
+    counts as secret. Containers that hold no secret are not inspected.
     """
     values = set(spec.secret_values)
-    if spec.secrets:
-        for container in host.managed(spec.name):
-            env = (host.inspect(container.id).get("Config") or {}).get("Env") or []
-            for entry in env:
-                key, _, value = str(entry).partition("=")
-                if key in spec.secrets and value:
+    image_env: dict[str, set[str]] = {}
+    for container in host.managed(spec.name):
+        if container.secret_keys == () and not spec.secrets:
+            continue
+        config = host.inspect(container.id).get("Config") or {}
+        entries = [str(entry) for entry in config.get("Env") or []]
+        keys = secret_keys_of(config.get("Labels") or {})
+        for entry in entries:
+            key, _, value = entry.partition("=")
+            if not value:
+                continue
+            if key in spec.secrets or (keys is not None and key in keys):
+                values.add(value)
+            elif keys is None and spec.env.get(key) != value:
+                image = str(config.get("Image") or "")
+                if image not in image_env:
+                    image_env[image] = _image_env(host, image)
+                if entry not in image_env[image]:
                     values.add(value)
     return sorted(values)
 
 
+def _image_env(host: DockerHost, image: str) -> set[str]:
+    try:
+        details = host.inspect_image(image) if image else {}
+    except DockerError:
+        return set()
+    return {str(entry) for entry in (details.get("Config") or {}).get("Env") or []}
+
+
 def _store(spec: ServiceSpec) -> ConfigStore | None:
-    return ConfigStore(spec.config_root) if spec.config_root else None
+    return ConfigStore.of(spec) if spec.config_root else None
 
 
 def plan(
@@ -102,7 +142,10 @@ def plan(
     signal = spec.config.signal if spec.config else None
     seen = ServiceRecord(state_dir, spec.name).config_seen() if signal else {}
     slots = desired_replicas(spec, config_version, spec.slots)
-    return plan_service(slots, host.managed(spec.name), seen, signal, count=spec.replicas)
+    proven = Ledger(state_dir, spec.name).proven()
+    return plan_service(
+        slots, host.managed(spec.name), seen, signal, count=spec.replicas, proven=proven
+    )
 
 
 def converge(
@@ -139,7 +182,9 @@ def converge(
                 "version": {"old": current, "new": rendered.version},
                 "files": store.diff(rendered, known_secrets(host, spec)),
             }
-    if not actions and not outcome.config_changes:
+    # config_managed leaves a signal service's version for running to activate.
+    unpublished = store is not None and rendered is not None and store.current() != version
+    if not actions and not outcome.config_changes and (test or not unpublished):
         return outcome
     if test:
         outcome.result = None
@@ -150,6 +195,7 @@ def converge(
     started = time.time()
     from_images = sorted({a.actual.image for a in actions if a.kind == "recreate" and a.actual})
     lock = RolloutLock(state_dir, spec.name)
+    ledger = Ledger(state_dir, spec.name)
     try:
         lock.acquire(jid, "rollout")
     except LockHeld as err:
@@ -157,32 +203,56 @@ def converge(
         outcome.errors.append(str(err))
         outcome.actions = []
         return outcome
+    left_by = getattr(lock, "previous", None)
+    if left_by:
+        outcome.recovered.append(
+            f"lock left by pid {left_by.get('pid')} (job {left_by.get('jid')}, "
+            f"{left_by.get('what', 'rollout')} since {left_by.get('since')}), which died"
+        )
     try:
-        if any(a.kind in ("create", "recreate") for a in actions):
-            # A version that cannot be pulled fails here, before any change.
-            touched = [a.index for a in actions if a.kind in ("create", "recreate")]
-            replicas = ", ".join(str(i) for i in touched)
-            host.ensure_image(spec.image_ref, f"service {spec.name} replica {replicas}")
+        ledger.adopt(c.id for c in host.managed(spec.name))
+        _pull(host, spec, actions)
         settle = min_healthy_time(host, spec) if actions else 0.0
         notify("start", {"to": spec.image_ref, "actions": [f"{a.kind} {a.name}" for a in actions]})
+        proofs = [a for a in actions if a.kind == "prove"]
+        if proofs or ledger.stopped_in_place():
+            _recover(host, spec, proofs, ledger, outcome, settle, notify)
+            actions = plan(host, spec, version, state_dir)
+            outcome.actions = proofs + actions
+            _pull(host, spec, actions)
         if store is not None and rendered is not None:
-            store.write(rendered)
-            store.activate(rendered.version)
-        _execute(host, spec, actions, outcome, settle, notify, version)
+            # Checked before ..data moves and before any replica is created or signalled.
+            secrets = _secrets_if_reachable(host, spec)
+            outcome.steps.extend(publish(host, spec, store, rendered, state_dir, secrets))
+        _execute(host, spec, actions, outcome, settle, notify, version, ledger)
     except (DockerError, SpecError) as err:
         outcome.result = False
-        outcome.errors.append(redact(str(err), known_secrets(host, spec)))
+        outcome.errors.append(redact(str(err), _secrets_if_reachable(host, spec)))
         back_to = outcome.previous_config or previous_version
         restore = spec.update.rollback and back_to != (rendered.version if rendered else None)
-        if store is not None and back_to and restore and store.has(back_to):
-            store.activate(back_to)
+        if (  # a step only when ..data really moved back
+            store is not None
+            and back_to
+            and restore
+            and store.has(back_to)
+            and store.activate(back_to)
+        ):
             outcome.steps.append(f"config back to version {back_to}")
+        if store is not None and store.current() != version:
+            # The version never became (or no longer is) current: not a change.
+            outcome.config_changes = {}
     finally:
         try:
-            _remember(host, spec, store, state_dir, outcome)
+            _remember(host, spec, store, state_dir, outcome, ledger)
+        except DockerError as err:
+            # The run's own outcome (and its history entry) matters more.
+            outcome.steps.append(
+                redact(f"could not record what runs now: {err}", spec.secret_values)
+            )
         finally:
             lock.release()
-    if any(a.kind != "signal" for a in actions):
+    actions = outcome.actions
+    if any(a.kind != "signal" for a in actions) or outcome.recovered:
         History(state_dir, spec.name).append(
             {
                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -195,11 +265,17 @@ def converge(
                 "duration": round(time.time() - started, 2),
                 "jid": jid,
                 "error": outcome.errors[0] if outcome.errors else None,
+                "recovered": outcome.recovered,
             }
         )
     notify("done", {"result": outcome.result is not False, "rolled_back": outcome.rolled_back})
     if outcome.result is not False:
-        left = plan(host, spec, version, state_dir)
+        try:
+            left = plan(host, spec, version, state_dir)
+        except DockerError as err:
+            left = []
+            outcome.result = False
+            outcome.errors.append(f"checking the result: {err}")
         if left:
             outcome.result = False
             outcome.errors.append(
@@ -216,6 +292,7 @@ def _execute(
     settle: float,
     notify: Progress,
     config_version: str | None,
+    ledger: Ledger,
 ) -> None:
     timeout = spec.update.health_timeout
     for action in (a for a in actions if a.kind == "remove"):
@@ -240,7 +317,9 @@ def _execute(
         since = 0 if action.kind == "create" else None
         health = host.wait_healthy(container_id, action.name, timeout, settle, restarts=since)
         if not health.healthy:
-            raise RolloutFailed(health.reason)
+            logs = replica_logs(host, container_id, action.name, spec.secret_values)
+            raise RolloutFailed(health.reason + logs)
+        ledger.prove(container_id)
         outcome.steps.append(f"started {action.name} (healthy in {health.seconds:.1f}s)")
         notify("replica", {"replica": action.name, "state": "healthy"})
 
@@ -266,6 +345,7 @@ def _execute(
                 all_at_once,
                 notify,
                 Clock(sleep=wakeup.sleep),
+                ledger,
             )
         except RolloutFailed as err:
             if err.report is not None:
@@ -284,12 +364,113 @@ def _execute(
         outcome.steps.extend(report.steps)
         outcome.done.extend(recreates)
 
-    for action in (a for a in actions if a.kind == "signal"):
-        assert action.actual is not None and action.signal is not None
-        host.signal(action.actual.id, action.name, action.signal)
-        outcome.touched.add(action.actual.id)
-        outcome.steps.append(f"sent {action.signal} to {action.name}")
+    signals = [a for a in actions if a.kind == "signal"]
+    if signals:
+        try:
+            reloaded = reload_replicas(
+                host, spec, signals, settle, notify, _secrets_if_reachable(host, spec)
+            )
+        except ReloadFailed as err:
+            _reloaded(outcome, err.report)
+            raise
+        _reloaded(outcome, reloaded)
+
+
+def _reloaded(outcome: ServiceResult, report: ReloadReport) -> None:
+    """Fold a signal reload's report into the outcome."""
+    outcome.touched |= report.touched
+    outcome.steps.extend(report.steps)
+    outcome.done.extend(report.done)
+    outcome.config_loaded.update(report.loaded)
+    outcome.rolled_back.extend(report.reverted)
+    if report.back_to:
+        outcome.previous_config = report.back_to
+        outcome.steps.append(f"config back to version {report.back_to}")
+
+
+def _pull(host: DockerHost, spec: ServiceSpec, actions: list[Action]) -> None:
+    """Make sure the image is here before any container is touched.
+
+    A version that cannot be pulled fails here, before any change.
+    """
+    touched = [a.index for a in actions if a.kind in ("create", "recreate")]
+    if touched:
+        replicas = ", ".join(str(i) for i in touched)
+        host.ensure_image(spec.image_ref, f"service {spec.name} replica {replicas}")
+
+
+def _recover(
+    host: DockerHost,
+    spec: ServiceSpec,
+    proofs: list[Action],
+    ledger: Ledger,
+    outcome: ServiceResult,
+    settle: float,
+    notify: Progress,
+) -> None:
+    """Deal with what an interrupted run left behind, before anything else.
+
+    Its unproven replicas (``prove`` actions) must prove themselves now, as
+    any replacement must; one that does not is removed. Replicas it stopped in
+    place whose slot is empty now are put back from their journaled inspect.
+    The replicas they were to replace were never removed (an old replica goes
+    only once its replacement counts), so capacity holds throughout. Raises
+    :class:`RolloutFailed` when a leftover failed: the run ends failed, never
+    "converged" onto an unproven version.
+    """
+    why = "left unproven by an interrupted run"
+    failed = []
+    verdicts = []
+    if proofs:
+        wakeup = Wakeup(host, spec.name)
+        try:
+            verdicts = prove(host, spec, proofs, settle, Clock(sleep=wakeup.sleep))
+        finally:
+            wakeup.close()
+    for action, verdict in verdicts:
+        assert action.actual is not None and action.index is not None
         outcome.done.append(action)
+        if verdict.healthy:
+            ledger.prove(action.actual.id)
+            ledger.settle(action.index)
+            outcome.recovered.append(f"{action.name}: {why}; proved healthy now")
+            outcome.steps.append(f"proved {action.name} ({why})")
+            notify("replica", {"replica": action.name, "state": "healthy"})
+            continue
+        logs = replica_logs(host, action.actual.id, action.name, spec.secret_values)
+        host.remove(action.actual.id, action.name, graceful=False)
+        failed.append(verdict.reason + logs)
+        outcome.recovered.append(f"{action.name}: {why}; {verdict.reason}; removed")
+        outcome.steps.append(f"removed {action.name} ({why}: {verdict.reason})")
+    journal = ledger.stopped_in_place()
+    if journal:
+        occupied = {c.index for c in host.managed(spec.name)}
+        for slot, before in sorted(journal.items()):
+            if slot in occupied:
+                ledger.settle(slot)
+                continue
+            name = str(before.get("Name", "")).lstrip("/")
+            old_id = host.recreate_from(before)
+            health = host.wait_healthy(old_id, name, spec.update.health_timeout, settle, restarts=0)
+            if health.healthy:
+                ledger.prove(old_id)
+            ledger.settle(slot)
+            state = "healthy" if health.healthy else f"NOT healthy: {health.reason}"
+            outcome.recovered.append(f"{name}: stopped in place by an interrupted run; put back")
+            outcome.steps.append(f"put back {name}, stopped by an interrupted run ({state})")
+            outcome.touched.add(old_id)
+    if failed:
+        raise RolloutFailed(
+            "replicas left by an interrupted run did not prove healthy: " + "; ".join(failed)
+        )
+
+
+def _secrets_if_reachable(host: DockerHost, spec: ServiceSpec) -> list[str]:
+    """:func:`known_secrets`, or pillar's alone when the daemon does not answer."""
+    try:
+        return known_secrets(host, spec)
+    except DockerError:
+        return list(spec.secret_values)
 
 
 def _remember(
@@ -298,18 +479,26 @@ def _remember(
     store: ConfigStore | None,
     state_dir: str,
     outcome: ServiceResult,
+    ledger: Ledger,
 ) -> None:
-    """Record which config version live replicas loaded; prune unused versions."""
+    """Record which config version live replicas loaded; prune unused versions;
+    forget proven containers that are gone."""
+    containers = host.managed(spec.name)
+    ledger.keep_only(c.id for c in containers)
     if store is None or spec.config is None:
         return
-    containers = host.managed(spec.name)
     if spec.config.live:
         record = ServiceRecord(state_dir, spec.name)
         old = record.config_seen()
         current = store.current() or ""
         seen = {}
         for container in containers:
-            if container.id in outcome.touched:
+            if container.id in outcome.config_loaded:
+                # Signalled: only a proven reload (or one undone) is recorded.
+                loaded = outcome.config_loaded[container.id]
+                if loaded:
+                    seen[container.id] = loaded
+            elif container.id in outcome.touched:
                 seen[container.id] = current
             elif container.id in old:
                 seen[container.id] = old[container.id]
@@ -320,6 +509,7 @@ def _remember(
 
 def remove_service(host: DockerHost, service: str, test: bool = False) -> ServiceResult:
     """Remove every container of ``service`` from ``host``."""
+    check_service_name(service)  # never "" for every service
     actions = plan_service([], host.managed(service))
     outcome = ServiceResult(service, 0, actions, result=None if test and actions else True)
     if test:
@@ -385,5 +575,5 @@ def restart_service(
                     raise RolloutFailed(report.reason)
     except (DockerError, SpecError) as err:
         outcome.result = False
-        outcome.errors.append(redact(str(err), spec.secret_values))
+        outcome.errors.append(redact(str(err), _secrets_if_reachable(host, spec)))
     return outcome

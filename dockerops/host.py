@@ -7,18 +7,20 @@ naming the service and replica concerned.
 from __future__ import annotations
 
 import contextlib
-import os
+import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import docker
+import requests.exceptions
 from docker.types import LogConfig
 
+from . import safepath
 from .client import docker_client, translate_errors
-from .errors import NotFound
+from .errors import DockerError, NotFound
 from .replicas import (
     LABEL_MANAGED,
     LABEL_SERVICE,
@@ -26,8 +28,14 @@ from .replicas import (
     DesiredReplica,
     actual_from_list_entry,
 )
+from .spec import check_service_name
 
 STOP_TIMEOUT = 10
+# Failure reports quote a container's last log lines, this many at most.
+LOG_LINES = 20
+LOG_BYTES = 4096
+# Marks a config check's throwaway container (never a replica: no service label).
+LABEL_CHECK = "io.dockerops.check"
 # Seconds between inspects while waiting on a container's health.
 POLL = 0.1
 
@@ -49,7 +57,10 @@ class DockerHost:
 
     def managed(self, service: str | None = None) -> list[ActualReplica]:
         """Every dockerops container (or one service's), from a single list call."""
-        label = f"{LABEL_SERVICE}={service}" if service else f"{LABEL_MANAGED}=true"
+        if service is None:
+            label = f"{LABEL_MANAGED}=true"
+        else:  # never "" (that would list every service's containers)
+            label = f"{LABEL_SERVICE}={check_service_name(service)}"
         with translate_errors("listing containers"):
             entries = self.api.containers(all=True, filters={"label": label})
         return [actual_from_list_entry(entry) for entry in entries]
@@ -86,10 +97,21 @@ class DockerHost:
             port_bindings.setdefault(port.key, []).append(binding)
         name, _, count = replica.restart_policy.partition(":")
         for mount in replica.mounts:
-            if not mount.read_only:
-                # Data directories are created by us (not by dockerd as root-owned
-                # surprises), and only inside the allow-listed roots.
-                os.makedirs(mount.host, exist_ok=True)
+            # dockerd follows symlinks in a bind's host path, and a container may
+            # have planted one since the last run: every component below the
+            # allow-list root must be a real directory. Missing data directories
+            # are made by us (not by dockerd, following links), without following any.
+            try:
+                if mount.read_only:
+                    safepath.open_below(mount.trusted_root, mount.host).close()
+                else:
+                    safepath.ensure_dir(mount.trusted_root, mount.host)
+            except FileNotFoundError:
+                pass  # a read-only mount dockerd makes, below directories just checked
+            except safepath.UnsafePath as err:
+                raise safepath.UnsafePath(f"creating {doing}: {err}") from None
+            except (OSError, ValueError) as err:
+                raise DockerError(f"creating {doing}: host path {mount.host}: {err}") from err
         host_config = self.api.create_host_config(
             port_bindings=port_bindings or None,
             restart_policy={"Name": name, "MaximumRetryCount": int(count or 0)},
@@ -187,6 +209,70 @@ class DockerHost:
                 return verdict
             clock.sleep(poll)
 
+    def log_tail(
+        self, container_id: str, lines: int = LOG_LINES, max_bytes: int = LOG_BYTES
+    ) -> str:
+        """A container's last ``lines`` log lines (stdout and stderr), at most
+        ``max_bytes`` of them; "" when they cannot be read (gone, or a log
+        driver Docker cannot read back)."""
+        try:
+            with translate_errors(f"reading the logs of {container_id[:12]}"):
+                raw = self.api.logs(container_id, stdout=True, stderr=True, tail=lines)
+        except DockerError:
+            return ""
+        return bounded_tail(raw, lines, max_bytes)
+
+    def run_check(
+        self,
+        image: str,
+        command: list[str],
+        mounts: list[tuple[str, str]],
+        env: dict[str, str],
+        timeout: float,
+        label: str,
+    ) -> CheckRun:
+        """Run ``command`` once in a throwaway container of ``image``; its exit and output.
+
+        ``mounts`` (host, container) are read-only; no network, no published
+        port, no restart policy, no healthcheck; stopped after ``timeout``
+        seconds and removed whatever happens. ``label`` names what is checked
+        (``io.dockerops.check``); the container carries no service label, so it
+        is never taken for a replica.
+        """
+        name = f"dockerops-check-{label}-{secrets.token_hex(4)}"
+        host_config = self.api.create_host_config(
+            binds=[f"{source}:{target}:ro" for source, target in mounts] or None,
+            network_mode="none",
+            restart_policy={"Name": "no"},
+            log_config=LogConfig(type="json-file", config={"max-size": "1m"}),
+        )
+        started = time.monotonic()
+        with translate_errors(f"creating the config check container for {label}"):
+            created = self.api.create_container(
+                image=image,
+                name=name,
+                command=command,
+                environment=env,
+                labels={LABEL_CHECK: label},
+                host_config=host_config,
+                healthcheck={"test": ["NONE"]},
+                detach=True,
+            )
+        container_id = str(created["Id"])
+        try:
+            with translate_errors(f"starting the config check container for {label}"):
+                self.api.start(container_id)
+            exit_code: int | None
+            try:
+                waited = self.api.wait(container_id, timeout=max(timeout, 1.0))
+                exit_code = int(waited.get("StatusCode", -1))
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                exit_code = None  # still running after the timeout
+            output = self.log_tail(container_id)
+        finally:
+            self.remove(container_id, name, graceful=False)
+        return CheckRun(exit_code, output, time.monotonic() - started)
+
     def start(self, container_id: str, name: str) -> None:
         with translate_errors(f"starting {name}"):
             self.api.start(container_id)
@@ -241,6 +327,24 @@ class Wakeup:
         if self._stream is not None:
             with contextlib.suppress(Exception):
                 self._stream.close()
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """One run of a check command: its exit code (None: killed at the timeout)."""
+
+    exit_code: int | None
+    output: str
+    seconds: float
+
+
+def bounded_tail(raw: bytes | str, lines: int = LOG_LINES, max_bytes: int = LOG_BYTES) -> str:
+    """The last ``lines`` lines of ``raw``, cut to its last ``max_bytes`` bytes."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    kept = b"\n".join(data.rstrip(b"\n").split(b"\n")[-lines:])
+    if len(kept) > max_bytes:
+        kept = b"..." + kept[-max_bytes:]
+    return kept.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)
@@ -314,6 +418,10 @@ def _has_healthcheck(details: dict[str, Any]) -> bool:
     return bool(test) and test[0] != "NONE"
 
 
-def minion_host(opts: Any, context: Any = None) -> DockerHost:
-    """The Docker host this minion manages (``dockerops.docker_url``)."""
+def minion_host(opts: Any, context: MutableMapping[str, Any]) -> DockerHost:
+    """The Docker host this minion manages (``dockerops.docker_url``).
+
+    Its client is cached in ``context``; the caller closes it when its call
+    ends (:func:`dockerops.client.close_clients`).
+    """
     return DockerHost(docker_client(opts, context))

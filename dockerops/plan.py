@@ -10,7 +10,7 @@ from typing import Literal
 
 from .replicas import ActualReplica, DesiredReplica
 
-ActionKind = Literal["create", "recreate", "start", "remove", "signal"]
+ActionKind = Literal["prove", "create", "recreate", "start", "remove", "signal"]
 
 # States in which a container needs no action from us. "restarting" is
 # Docker's restart policy at work; a crash loop is for status to report, not for
@@ -40,6 +40,15 @@ class Action:
         if self.kind == "start":
             assert self.actual is not None
             return {"started": {"old": self.actual.state, "new": "running"}}
+        if self.kind == "prove":
+            assert self.actual is not None
+            return {
+                "proving": {
+                    "image": self.actual.image,
+                    "container": self.actual.id[:12],
+                    "why": "left unproven by an interrupted run",
+                }
+            }
         assert self.desired is not None and self.actual is not None
         if self.kind == "signal":
             return {
@@ -63,6 +72,7 @@ def plan_service(
     seen: dict[str, str] | None = None,
     signal: str | None = None,
     count: int | None = None,
+    proven: set[str] | None = None,
 ) -> list[Action]:
     """Actions that make ``actual`` (one service's containers) match ``desired``.
 
@@ -78,6 +88,12 @@ def plan_service(
     starts, and config signals. ``seen`` maps container ids to the config
     version each last loaded (live-mounted config); with ``signal``, replicas
     that have not seen the desired version are sent it.
+
+    ``proven`` holds the ids of containers that proved themselves (see
+    :mod:`dockerops.ledger`; None: all did). An up-to-date container not in
+    it was left by an interrupted run: it gets a ``prove`` action, which comes
+    first; the rest of the plan assumes it passes, and the executor carries it
+    out only then. Proven containers are kept in preference to unproven ones.
     """
     count = len(desired) if count is None else count
     slots = {replica.index: replica for replica in desired}
@@ -92,7 +108,12 @@ def plan_service(
             good.append(container)
         else:
             stale.append(container)
-    # More up-to-date replicas than wanted: the highest slots go.
+
+    def unproven(container: ActualReplica) -> bool:
+        return proven is not None and container.id not in proven
+
+    good.sort(key=unproven)  # stable: proven first, each part by slot
+    # More up-to-date replicas than wanted: unproven ones, then the highest slots go.
     for container in reversed(good[count:]):
         actions.append(Action("remove", container.name, container.index, actual=container))
     good = good[:count]
@@ -112,9 +133,17 @@ def plan_service(
     free = [index for index in sorted(slots) if index not in occupied]
     for index in free[: count - len(good) - len(replace)]:
         actions.append(Action("create", slots[index].name, index, desired=slots[index]))
+    proofs = [
+        Action("prove", slots[c.index].name, c.index, slots[c.index], c)
+        for c in good
+        if c.index is not None and unproven(c)
+    ]
+    actions[:0] = proofs
     for container in good:
         assert container.index is not None
         replica = slots[container.index]
+        if unproven(container):
+            continue
         if container.state not in _LIVE_STATES:
             actions.append(Action("start", replica.name, container.index, replica, container))
         elif signal and replica.config_live and container.state == "running":

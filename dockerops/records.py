@@ -9,22 +9,86 @@ version).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from salt.exceptions import SaltInvocationError
+
+from .errors import DockerError
+
 DEFAULT_STATE_DIR = "/var/lib/dockerops"
+# Rollouts kept in each service's history (minion option dockerops.history_keep).
+DEFAULT_HISTORY_KEEP = 100
+
+
+class StateDirError(DockerError):
+    """dockerops could not write its own state (a lock, the history, a record)."""
 
 
 def state_dir(opts: Any) -> str:
     return str(opts.get("dockerops.state_dir") or DEFAULT_STATE_DIR)
 
 
+def history_keep(opts: Any) -> int:
+    """Rollouts kept per service in its history: minion option ``dockerops.history_keep``."""
+    value = opts.get("dockerops.history_keep")
+    if value is None:
+        return DEFAULT_HISTORY_KEEP
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SaltInvocationError(
+            f"minion option dockerops.history_keep must be a whole number of at least 1, "
+            f"not {value!r}"
+        )
+    return value
+
+
+@contextlib.contextmanager
+def writing(what: str, path: str | Path) -> Iterator[None]:
+    """Turn an OSError while writing state (a full disk, a read-only mount) into a
+    :class:`StateDirError` that says what could not be written, and where."""
+    try:
+        yield
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise StateDirError(f"could not write {what} {path}: {reason}") from err
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a private temporary file beside ``path``, fsync it and
+    rename it over ``path``: a reader sees the old content or the new, never a
+    part. The temporary file is removed if anything fails (a full disk)."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 class ServiceRecord:
     def __init__(self, base: str | Path, service: str) -> None:
         self.path = Path(base) / "services" / f"{service}.json"
+        self.service = service
 
     def load(self) -> dict[str, Any]:
         try:
@@ -34,18 +98,11 @@ class ServiceRecord:
         return data if isinstance(data, dict) else {}
 
     def save(self, data: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(data, handle, indent=1, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Replace the record atomically (mode 0600); StateDirError if it cannot be written."""
+        content = json.dumps(data, indent=1, sort_keys=True).encode()
+        with writing(f"the record of service {self.service}", self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            replace_atomically(self.path, content)
 
     def config_seen(self) -> dict[str, str]:
         seen = self.load().get("config_seen")

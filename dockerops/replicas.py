@@ -27,6 +27,10 @@ LABEL_SPEC_HASH = f"{LABEL_PREFIX}.spec-hash"
 LABEL_CONFIG_VERSION = f"{LABEL_PREFIX}.config-version"
 # Per-input hashes, so a recreate can say *what* changed without an inspect.
 LABEL_INPUTS = f"{LABEL_PREFIX}.inputs"
+# The names (never the values) of the env entries that are secrets, comma
+# separated: whatever pillar says later, the values this container holds under
+# them stay masked. Not an input: adding it recreates nothing.
+LABEL_SECRET_KEYS = f"{LABEL_PREFIX}.secret-keys"
 
 _HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
@@ -48,6 +52,9 @@ class Mount:
     host: str
     container: str
     read_only: bool
+    # The allow-list root ``host`` lies under: below it, no component of
+    # ``host`` may be a symlink (dockerd would follow it). Not a container input.
+    trusted_root: str = field(default="/", compare=False)
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,7 @@ class DesiredReplica:
     healthcheck: tuple[tuple[str, Any], ...] | None = None
     config_version: str | None = None
     config_live: bool = False
+    secret_keys: tuple[str, ...] = ()
 
     def docker_labels(self) -> dict[str, str]:
         labels = dict(self.labels)
@@ -83,6 +91,7 @@ class DesiredReplica:
                 LABEL_IMAGE: self.image,
                 LABEL_SPEC_HASH: self.spec_hash,
                 LABEL_INPUTS: json.dumps(dict(self.inputs), sort_keys=True, separators=(",", ":")),
+                LABEL_SECRET_KEYS: ",".join(self.secret_keys),
             }
         )
         if self.config_version:
@@ -108,6 +117,9 @@ class ActualReplica:
     status: str = ""
     environment: str = ""
     config_version: str = ""
+    # Secret env names from LABEL_SECRET_KEYS; None on containers created
+    # before that label existed.
+    secret_keys: tuple[str, ...] | None = field(default=None, compare=False)
 
     @property
     def health(self) -> str | None:
@@ -144,19 +156,20 @@ def desired_replicas(
     env = tuple(sorted(spec.all_env.items()))
     labels = tuple(sorted({**spec.labels, LABEL_ENVIRONMENT: spec.environment}.items()))
     command = tuple(spec.command) if spec.command is not None else None
-    mounts = [Mount(d.host, d.container, d.read_only) for d in spec.data]
+    mounts = [Mount(d.host, d.container, d.read_only, spec.trusted_root(d.host)) for d in spec.data]
     config_input: Any = None
     if spec.config is not None:
         root = spec.config_root
         assert root is not None
         if spec.config.live:
             # The live view: new versions reach the replica through ..data.
-            mounts.append(Mount(root, spec.config.path, True))
+            mounts.append(Mount(root, spec.config.path, True, spec.trusted_root(root)))
             config_input = ["live", root, spec.config.path]
         else:
             if config_version is None:
                 raise ValueError(f"service {spec.name}: the config version is not known")
-            mounts.append(Mount(f"{root}/..{config_version}", spec.config.path, True))
+            pinned = f"{root}/..{config_version}"
+            mounts.append(Mount(pinned, spec.config.path, True, spec.trusted_root(root)))
             config_input = ["pinned", root, spec.config.path, config_version]
     healthcheck = None
     if spec.healthcheck is not None:
@@ -196,7 +209,12 @@ def desired_replicas(
         # set, so adding them never changes the hash of existing containers.
         optional = {
             "secrets": sorted(spec.secrets.items()) or None,
-            "mounts": [m.__dict__ for m in mounts if m.container != _config_path(spec)] or None,
+            "mounts": [
+                {"host": m.host, "container": m.container, "read_only": m.read_only}
+                for m in mounts
+                if m.container != _config_path(spec)
+            ]
+            or None,
             "config": config_input,
             "logging": [spec.logging.driver, log_options],
             "healthcheck": [list(pair) for pair in healthcheck] if healthcheck else None,
@@ -223,6 +241,7 @@ def desired_replicas(
                 healthcheck=healthcheck,
                 config_version=config_version if spec.config is not None else None,
                 config_live=bool(spec.config and spec.config.live),
+                secret_keys=tuple(sorted(spec.secrets)),
             )
         )
     return out
@@ -256,4 +275,12 @@ def actual_from_list_entry(entry: dict[str, Any]) -> ActualReplica:
         status=str(entry.get("Status", "")),
         environment=str(labels.get(LABEL_ENVIRONMENT, "")),
         config_version=str(labels.get(LABEL_CONFIG_VERSION, "")),
+        secret_keys=secret_keys_of(labels),
     )
+
+
+def secret_keys_of(labels: dict[str, Any]) -> tuple[str, ...] | None:
+    """The secret env names a container's labels record (None: not recorded)."""
+    if LABEL_SECRET_KEYS not in labels:
+        return None
+    return tuple(key for key in str(labels[LABEL_SECRET_KEYS]).split(",") if key)

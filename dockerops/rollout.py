@@ -27,8 +27,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DockerError, SpecError
-from .host import POLL, Clock, DockerHost, HealthWatch
+from .configcheck import replica_logs
+from .errors import DockerError, NotFound, SpecError
+from .host import POLL, Clock, DockerHost, HealthReport, HealthWatch
+from .ledger import Ledger
 from .plan import Action
 from .replicas import DesiredReplica
 from .spec import PILLAR_KEY, PIPELINE, ServiceSpec
@@ -205,6 +207,7 @@ def replace(
     all_at_once: bool = False,
     progress: Progress | None = None,
     clock: Clock | None = None,
+    ledger: Ledger | None = None,
 ) -> RolloutReport:
     """Replace the containers of ``actions`` (kind ``recreate``); raise on failure.
 
@@ -216,7 +219,12 @@ def replace(
     (stop-first, or no spare slot) run one at a time. On failure, after rolling
     back (when enabled), the :class:`RolloutFailed` raised carries the report
     in ``err.report``.
+
+    ``ledger`` records each replacement that counts before the replica it
+    replaces is removed, and journals each replica stopped in place, so a run
+    killed at any point can be recovered (see :mod:`dockerops.ledger`).
     """
+    ledger = ledger or Ledger(None, spec.name)
     report = RolloutReport()
     notify = progress or (lambda _tag, _data: None)
     clock = clock or Clock()
@@ -231,7 +239,9 @@ def replace(
             if queue and _may_launch(len(queue[0]), flying, start_first, slots, occupied):
                 batch = _Batch(total - len(queue) + 1, [])
                 flying.append(batch)
-                _launch(host, spec, batch, queue.popleft(), slots, occupied, start_first, report)
+                _launch(
+                    host, spec, batch, queue.popleft(), slots, occupied, start_first, report, ledger
+                )
                 notify(
                     "batch",
                     {
@@ -253,31 +263,69 @@ def replace(
                         },
                     )
                 continue
-            moved = _observe(host, flying, clock, notify)
+            moved = _observe(host, flying, clock, notify, ledger)
             while flying and flying[0].counted:
-                _finish(host, flying.pop(0), occupied, report)
+                _finish(host, flying.pop(0), occupied, report, ledger)
                 moved = True
             if not moved:
                 clock.sleep(POLL)
     except DockerError as err:
         failed = [m.name for batch in flying for m in batch.members if m.new_id]
         report.steps.append(f"{', '.join(failed) or 'batch'}: {err}")
+        # The cause is in the failed replacement's log: quote it before it is removed.
+        logs = _failure_logs(host, spec, flying, str(err))
         if update.rollback:
-            # Replacements started beside their old replica go; replicas
-            # stopped in place come back with the earlier batches.
+            try:
+                _undo(host, spec, flying, occupied, report, settle, notify, ledger)
+            except DockerError as undo_err:
+                # E.g. the daemon went away: what is left is proven or replaced
+                # by the next run (dockerops.ledger); say so rather than hide it.
+                report.steps.append(f"could not roll back: {undo_err}")
+        else:
+            # Told not to roll back: what was stopped in place stays stopped.
             for batch in flying:
                 for member in batch.members:
-                    if not member.in_place:
-                        if member.new_id:
-                            host.remove(member.new_id, member.name, graceful=False)
-                        occupied.discard(member.slot)
-                    elif member.before is not None:
-                        report.replaced.append(
-                            Replaced(member.action, member.before, member.new_id, member.name)
-                        )
-            rollback(host, spec, report, settle, notify)
-        raise RolloutFailed(str(err), report) from err
+                    if member.in_place:
+                        ledger.settle(member.slot)
+        raise RolloutFailed(f"{err}{logs}", report) from err
     return report
+
+
+def _failure_logs(host: DockerHost, spec: ServiceSpec, flying: list[_Batch], error: str) -> str:
+    """The last log lines of the replacement(s) the failure is about: the one
+    ``error`` names, else every one started and not yet healthy."""
+    started = [m for batch in flying for m in batch.members if m.new_id and not m.counted]
+    named = [m for m in started if error.startswith(f"{m.name} ")]
+    unhealthy = [m for m in started if m.watch is None or not m.watch.healthy]
+    return "".join(
+        replica_logs(host, m.new_id, m.name, spec.secret_values)
+        for m in named or unhealthy or started
+    )
+
+
+def _undo(
+    host: DockerHost,
+    spec: ServiceSpec,
+    flying: list[_Batch],
+    occupied: set[int],
+    report: RolloutReport,
+    settle: float,
+    notify: Progress,
+    ledger: Ledger,
+) -> None:
+    """Replacements started beside their old replica go; replicas stopped in
+    place come back with the earlier batches (:func:`rollback`)."""
+    for batch in flying:
+        for member in batch.members:
+            if not member.in_place:
+                if member.new_id:
+                    host.remove(member.new_id, member.name, graceful=False)
+                occupied.discard(member.slot)
+            elif member.before is not None:
+                report.replaced.append(
+                    Replaced(member.action, member.before, member.new_id, member.name)
+                )
+    rollback(host, spec, report, settle, notify, ledger)
 
 
 def _may_launch(
@@ -304,6 +352,7 @@ def _launch(
     occupied: set[int],
     start_first: bool,
     report: RolloutReport,
+    ledger: Ledger,
 ) -> None:
     """Choose each replacement's slot (stopping in-place ones first, all of the
     batch before any replacement starts), then create them."""
@@ -318,6 +367,8 @@ def _launch(
             member = _Member(action, slots[action.index].name, action.index, True)
             member.before = host.inspect(action.actual.id)
             batch.members.append(member)
+            # Journaled first: a run killed before its replacement counts puts it back.
+            ledger.stop_in_place(action.index, member.before)
             host.remove(action.actual.id, action.name)
             occupied.discard(action.index)
         else:
@@ -328,7 +379,9 @@ def _launch(
         report.touched.add(member.new_id)
 
 
-def _observe(host: DockerHost, flying: list[_Batch], clock: Clock, notify: Progress) -> bool:
+def _observe(
+    host: DockerHost, flying: list[_Batch], clock: Clock, notify: Progress, ledger: Ledger
+) -> bool:
     """Inspect every replacement not yet counted; raise on the first failure.
 
     Returns whether anything moved on (became healthy, or counts now).
@@ -343,6 +396,8 @@ def _observe(host: DockerHost, flying: list[_Batch], clock: Clock, notify: Progr
             if verdict is not None and not verdict.healthy:
                 raise RolloutFailed(verdict.reason)
             if verdict is not None:
+                # Recorded before the replica it replaces goes (see dockerops.ledger).
+                ledger.prove(member.new_id)
                 member.counted = True
                 notify(
                     "replica",
@@ -356,9 +411,13 @@ def _observe(host: DockerHost, flying: list[_Batch], clock: Clock, notify: Progr
     return moved
 
 
-def _finish(host: DockerHost, batch: _Batch, occupied: set[int], report: RolloutReport) -> None:
+def _finish(
+    host: DockerHost, batch: _Batch, occupied: set[int], report: RolloutReport, ledger: Ledger
+) -> None:
     """A batch counts: the replicas it replaces beside them stop now."""
     for member in batch.members:
+        if member.in_place:
+            ledger.settle(member.slot)
         action = member.action
         assert action.actual is not None and action.index is not None
         if not member.in_place:
@@ -380,6 +439,7 @@ def rollback(
     report: RolloutReport,
     settle: float,
     notify: Progress,
+    ledger: Ledger | None = None,
 ) -> None:
     """Put every replaced replica back as it was, newest first, health-gated.
 
@@ -399,6 +459,11 @@ def rollback(
             report.steps.append(f"rollback of {old_name} failed: {err}")
             continue
         health = host.wait_healthy(old_id, old_name, spec.update.health_timeout, settle, restarts=0)
+        if ledger is not None:
+            if health.healthy:
+                ledger.prove(old_id)
+            if item.action.index is not None:
+                ledger.settle(item.action.index)
         if restarted_first:
             host.remove(item.new_id, item.new_name)
         report.rolled_back.append(old_name)
@@ -417,3 +482,49 @@ def _exists(host: DockerHost, container_id: str) -> bool:
     except DockerError:
         return False
     return True
+
+
+def prove(
+    host: DockerHost,
+    spec: ServiceSpec,
+    actions: list[Action],
+    settle: float,
+    clock: Clock | None = None,
+) -> list[tuple[Action, HealthReport]]:
+    """Watch the containers of ``prove`` actions until each counts or fails.
+
+    They were left by an interrupted run: each must become healthy within
+    ``update.health_timeout`` and stay so for ``settle`` seconds, like a
+    replacement, all watched at once. One that is not running is started first
+    (a daemon restart stops containers); a running one fails on any restart
+    since it was created.
+    """
+    clock = clock or Clock()
+    watches: list[tuple[Action, HealthWatch]] = []
+    for action in actions:
+        assert action.actual is not None
+        baseline: int | None = 0
+        if action.actual.state not in ("running", "restarting", "paused"):
+            host.start(action.actual.id, action.name)
+            baseline = None
+        watch = HealthWatch(
+            action.name, spec.update.health_timeout, settle, clock.now(), restarts=baseline
+        )
+        watches.append((action, watch))
+    verdicts: dict[str, HealthReport] = {}
+    while len(verdicts) < len(watches):
+        for action, watch in watches:
+            assert action.actual is not None
+            if action.name in verdicts:
+                continue
+            try:
+                details = host.inspect(action.actual.id)
+            except NotFound:
+                verdicts[action.name] = HealthReport(False, f"{action.name} is gone", 0.0)
+                continue
+            verdict = watch.observe(details, clock.now())
+            if verdict is not None:
+                verdicts[action.name] = verdict
+        if len(verdicts) < len(watches):
+            clock.sleep(POLL)
+    return [(action, verdicts[action.name]) for action, _ in watches]

@@ -35,10 +35,14 @@ and the offending value, all at once, before anything is touched. Values of
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
+import math
 import posixpath
 import re
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Annotated, Any, Literal
 
@@ -48,12 +52,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from . import layout
 from .errors import SpecError
 
 PILLAR_KEY = "dockerops"
@@ -62,11 +68,31 @@ PILLAR_KEY = "dockerops"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?)"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REPOSITORY_RE = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-SERVICE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-RESTART_RE = re.compile(r"^(no|always|unless-stopped|on-failure(:[1-9][0-9]*)?)$")
+# Every pattern is used with fullmatch: ``$`` would let a trailing newline through.
+REPOSITORY_RE = re.compile(rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
+# Docker's limit on a whole repository name.
+REPOSITORY_MAX = 255
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+SERVICE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+RESTART_RE = re.compile(r"no|always|unless-stopped|on-failure(:[1-9][0-9]{0,8})?")
+MODE_RE = re.compile(r"0?[0-7]{3}")
+# A user or group given by name (POSIX portable names, and Samba's trailing $).
+ACCOUNT_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")
+# uid/gid 4294967295 is (uid_t)-1, "leave unchanged" to chown.
+ACCOUNT_ID_MAX = 2**32 - 2
+LOG_DRIVER_RE = re.compile(
+    r"[a-z0-9][a-z0-9_.-]{0,63}(?:/[a-z0-9][a-z0-9_.-]{0,63})?(?::[A-Za-z0-9_.-]{1,128})?"
+)
+# Control characters a value may carry to a container: newline and tab only.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Anything below space, and DEL: never in a path or a file name.
+_PATH_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Linux NAME_MAX; a path (host or container, or a config file name) is kept
+# well below PATH_MAX (4096), so a config root plus a version plus a file
+# name always fits.
+NAME_MAX = 255
+PATH_MAX = 1024
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -76,25 +102,74 @@ DEFAULT_ALLOWED_HOST_PATHS = ("/srv/dockerops", "/var/log/dockerops")
 DEFAULT_CONFIG_ROOT = "/srv/dockerops/{service}/config"
 # Bounded by default: json-file grows without limit otherwise (moby#40207).
 DEFAULT_LOG_OPTIONS = {"json-file": {"max-size": "10m", "max-file": "3"}, "local": {}}
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
+_DURATION_RE = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,9})?)(ms|s|m|h)?")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+HOUR = 3600.0
 
 
 def parse_duration(value: Any) -> float:
-    """``1.5``, ``"500ms"``, ``"2s"``, ``"1m"`` -> seconds."""
+    """``1.5``, ``"500ms"``, ``"2s"``, ``"1m"`` -> seconds (finite, not negative)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 2s, 500ms or 1m")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    match = _DURATION_RE.match(str(value).strip())
-    if not match:
-        raise ValueError("expected a duration such as 2s, 500ms or 1m")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("a duration must be a finite number of seconds") from None
+    else:
+        match = _DURATION_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if not match:
+            raise ValueError("expected a duration such as 2s, 500ms or 1m")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+def _at_most(maximum: float) -> AfterValidator:
+    def check(seconds: float) -> float:
+        if seconds > maximum:
+            raise ValueError(f"at most {maximum:g}s ({maximum / HOUR:g}h)")
+        return seconds
+
+    return AfterValidator(check)
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# Upper bounds, so that no input can make a rollout (which holds the
+# service's lock) wait for ever: healthcheck timings up to an hour each,
+# update.health_timeout and update.min_healthy_time up to an hour.
+HEALTHCHECK_DURATION_MAX = HOUR
+UPDATE_DURATION_MAX = HOUR
+HealthcheckDuration = Annotated[Duration, _at_most(HEALTHCHECK_DURATION_MAX)]
+UpdateDuration = Annotated[Duration, _at_most(UPDATE_DURATION_MAX)]
+
+
+def _no_nul(value: Any) -> Any:
+    """Refuse NUL in strings that become exec arguments (execve cannot carry it)."""
+    for item in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+        if isinstance(item, str) and "\0" in item:
+            raise ValueError("cannot contain NUL characters")
+    return value
+
+
+def _path_text(value: str, what: str) -> None:
+    """Characters and lengths every path dockerops hands to Docker must keep to.
+
+    Docker's bind syntax (``host:container:mode``) cannot carry a ``:``.
+    """
+    if "\0" in value:
+        raise ValueError(f"{what} cannot contain NUL")
+    if _PATH_CONTROL_RE.search(value):
+        raise ValueError(f"{what} cannot contain control characters")
+    if ":" in value:
+        raise ValueError(f"{what} cannot contain ':' (Docker's bind syntax cannot carry it)")
+    if len(value.encode()) > PATH_MAX:
+        raise ValueError(f"{what} is longer than {PATH_MAX} bytes")
+    if any(len(part.encode()) > NAME_MAX for part in value.split("/")):
+        raise ValueError(f"{what} has a component longer than {NAME_MAX} bytes")
 
 
 def _normpath(path: str) -> str:
@@ -110,8 +185,7 @@ def _host_path(value: str, info: ValidationInfo) -> str:
     """An absolute, normalised host path inside ``allowed_host_paths``."""
     if not isinstance(value, str) or not value.startswith("/"):
         raise ValueError("host paths must be absolute")
-    if "\0" in value:
-        raise ValueError("host paths cannot contain NUL")
+    _path_text(value, "a host path")
     normal = _normpath(value)
     allowed = list((info.context or {}).get("allowed_host_paths") or DEFAULT_ALLOWED_HOST_PATHS)
     if not _under(normal, [_normpath(root) for root in allowed]):
@@ -122,6 +196,7 @@ def _host_path(value: str, info: ValidationInfo) -> str:
 def _container_path(value: str) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ValueError("container paths must be absolute")
+    _path_text(value, "a container path")
     normal = _normpath(value)
     if normal == "/":
         raise ValueError("cannot mount over the container's root")
@@ -167,16 +242,33 @@ class ConfigFile(_Model):
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, value: Any) -> str:
-        text = str(value)
-        if not re.match(r"^0?[0-7]{3}$", text):
+        text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+        if not MODE_RE.fullmatch(text):
             raise ValueError("expected an octal mode such as '0644'")
         return "0" + text[-3:]
+
+    @field_validator("owner", "group", mode="before")
+    @classmethod
+    def _account(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValueError("expected a user or group name, or a numeric id")
+        text = str(value)
+        if text.isascii() and text.isdigit():
+            if int(text) > ACCOUNT_ID_MAX:
+                raise ValueError(f"numeric ids are 0 to {ACCOUNT_ID_MAX}")
+        elif not ACCOUNT_NAME_RE.fullmatch(text):
+            raise ValueError("expected a user or group name, or a numeric id (not negative)")
+        return value
 
     @field_validator("source")
     @classmethod
     def _source(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("salt://"):
             raise ValueError("sources are salt:// URLs")
+        if value is not None and (_PATH_CONTROL_RE.search(value) or value == "salt://"):
+            raise ValueError("a salt:// URL names a file, without control characters")
         return value
 
     @model_validator(mode="after")
@@ -206,6 +298,26 @@ class ConfigSpec(_Model):
     on_change: Annotated[str, AfterValidator(_signal_policy)] = "rolling"
     root: str | None = None
     keep: Annotated[int, Field(ge=1, le=50)] = 3
+    # Validates each new version in a throwaway container of the service's
+    # image before any replica sees it (see dockerops.configcheck). A string
+    # runs with /bin/sh -c.
+    check: str | list[str] | None = None
+
+    @field_validator("check")
+    @classmethod
+    def _check(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if value is None:
+            return None
+        parts = [value] if isinstance(value, str) else value
+        if not parts or any(not part.strip() or "\0" in part for part in parts):
+            raise ValueError("a check is a non-empty command (a string or a list of strings)")
+        return value
+
+    @property
+    def check_command(self) -> list[str] | None:
+        if self.check is None:
+            return None
+        return ["/bin/sh", "-c", self.check] if isinstance(self.check, str) else list(self.check)
 
     @field_validator("path")
     @classmethod
@@ -233,9 +345,19 @@ class ConfigSpec(_Model):
                 or ".." in name.split("/")
                 or normal in (".", "")
                 or any(part.startswith("..") for part in parts)
-                or "\0" in name
+                or _PATH_CONTROL_RE.search(name)
             ):
-                raise ValueError(f"{name!r}: config file names are relative paths without '..'")
+                raise ValueError(
+                    f"{_show(name)}: config file names are relative paths without '..' "
+                    "or control characters"
+                )
+            if len(normal.encode()) > PATH_MAX or any(
+                len(part.encode()) > NAME_MAX for part in parts
+            ):
+                raise ValueError(
+                    f"{_show(name)}: config file names are at most {PATH_MAX} bytes, "
+                    f"each component at most {NAME_MAX}"
+                )
             if normal in out:
                 raise ValueError(f"{name!r} names the same file as another entry")
             out[normal] = item
@@ -279,6 +401,13 @@ class LoggingSpec(_Model):
     driver: str = "json-file"
     options: dict[str, str] = {}
 
+    @field_validator("driver")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        if not LOG_DRIVER_RE.fullmatch(value):
+            raise ValueError("not a logging driver name")
+        return value
+
     @field_validator("options", mode="before")
     @classmethod
     def _options(cls, value: Any) -> Any:
@@ -294,17 +423,24 @@ class LoggingSpec(_Model):
 class HealthcheckSpec(_Model):
     """A Docker healthcheck; ``test`` as a string runs with the container's shell."""
 
-    test: list[str] | str
-    interval: Duration = 5.0
-    timeout: Duration = 3.0
+    test: Annotated[list[str] | str, AfterValidator(_no_nul)]
+    interval: HealthcheckDuration = 5.0
+    timeout: HealthcheckDuration = 3.0
     retries: Annotated[int, Field(ge=1, le=100)] = 3
-    start_period: Duration = 0.0
+    start_period: HealthcheckDuration = 0.0
 
     @field_validator("interval", "timeout")
     @classmethod
     def _positive(cls, value: float) -> float:
         if value < 0.001:
             raise ValueError("must be at least 1ms")
+        return value
+
+    @field_validator("start_period")
+    @classmethod
+    def _start_period(cls, value: float) -> float:
+        if 0 < value < 0.001:
+            raise ValueError("must be 0 or at least 1ms")
         return value
 
     @property
@@ -332,8 +468,8 @@ class UpdateSpec(_Model):
 
     parallelism: Annotated[int, Field(ge=1, le=100)] = 1
     order: Literal["start-first", "stop-first"] = "start-first"
-    health_timeout: Duration = 60.0
-    min_healthy_time: Duration | None = None
+    health_timeout: UpdateDuration = 60.0
+    min_healthy_time: UpdateDuration | None = None
     rollback: bool = True
 
     def spares(self, replicas: int) -> int:
@@ -382,7 +518,7 @@ class ServiceSpec(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not SERVICE_NAME_RE.match(value):
+        if not SERVICE_NAME_RE.fullmatch(value):
             raise ValueError(
                 "service names are lowercase letters, digits, '-' and '_' "
                 "(at most 50, starting with a letter or digit)"
@@ -394,14 +530,14 @@ class ServiceSpec(_Model):
     def _image(cls, value: str) -> str:
         if "@" in value or (":" in value.rsplit("/", 1)[-1]):
             raise ValueError("image is the repository only; put the version in 'tag'")
-        if not REPOSITORY_RE.match(value):
+        if len(value) > REPOSITORY_MAX or not REPOSITORY_RE.fullmatch(value):
             raise ValueError("not a valid image repository reference")
         return value
 
     @field_validator("tag")
     @classmethod
     def _tag(cls, value: str) -> str:
-        if not TAG_RE.match(value):
+        if not TAG_RE.fullmatch(value):
             raise ValueError("not a valid image tag")
         return value
 
@@ -409,23 +545,41 @@ class ServiceSpec(_Model):
     @classmethod
     def _command(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return ["/bin/sh", "-c", value]
-        return value
+            value = ["/bin/sh", "-c", value]
+        return _no_nul(value)
 
     @field_validator("env", "secrets", mode="before")
     @classmethod
     def _env(cls, value: Any) -> Any:
         if not isinstance(value, Mapping):
             return value
-        out = {}
+        out, problems = {}, []
+        # Every bad entry is reported, not only the first. Values are never shown.
         for key, item in value.items():
-            if not isinstance(key, str) or not ENV_NAME_RE.match(key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
+            if not isinstance(key, str) or not ENV_NAME_RE.fullmatch(key):
+                problems.append(f"{_show(key)} is not a valid environment variable name")
+                continue
             if isinstance(item, bool):
                 item = "true" if item else "false"
-            if isinstance(item, (dict, list)) or item is None:
-                raise ValueError(f"{key}: values must be strings or numbers")
-            out[key] = str(item)
+            if not isinstance(item, (str, int, float)):
+                problems.append(f"{key}: values must be strings or numbers")
+                continue
+            if isinstance(item, float) and not math.isfinite(item):
+                problems.append(f"{key}: values must be finite numbers")
+                continue
+            try:
+                text = str(item)
+            except ValueError:  # an int too long to print
+                problems.append(f"{key}: value too long")
+                continue
+            if _CONTROL_RE.search(text):
+                problems.append(
+                    f"{key}: values cannot contain control characters (newline and tab are fine)"
+                )
+                continue
+            out[key] = text
+        if problems:
+            raise ValueError("; ".join(problems))
         return out
 
     @field_validator("ports")
@@ -481,6 +635,26 @@ class ServiceSpec(_Model):
             return None
         return self.config.root or DEFAULT_CONFIG_ROOT.format(service=self.name)
 
+    # The allow-list the host paths were validated against (not pillar input).
+    _allowed_host_paths: tuple[str, ...] = PrivateAttr(default=DEFAULT_ALLOWED_HOST_PATHS)
+
+    @model_validator(mode="after")
+    def _remember_allowed(self, info: ValidationInfo) -> ServiceSpec:
+        allowed = (info.context or {}).get("allowed_host_paths") or DEFAULT_ALLOWED_HOST_PATHS
+        self._allowed_host_paths = tuple(_normpath(path) for path in allowed)
+        return self
+
+    def trusted_root(self, host_path: str) -> str:
+        """The allow-list root ``host_path`` lies under (the innermost, if nested).
+
+        The path down to it is the admin's and is resolved normally; every
+        component below it is dockerops' to open without following symlinks.
+        """
+        roots = [root for root in self._allowed_host_paths if _under(host_path, [root])]
+        if not roots:
+            raise ValueError(f"{host_path} is outside dockerops:allowed_host_paths")
+        return max(roots, key=len)
+
     @property
     def all_env(self) -> dict[str, str]:
         return {**self.env, **self.secrets}
@@ -492,7 +666,7 @@ class ServiceSpec(_Model):
     @field_validator("restart_policy")
     @classmethod
     def _restart(cls, value: str) -> str:
-        if not RESTART_RE.match(value):
+        if not RESTART_RE.fullmatch(value):
             raise ValueError("expected no, always, unless-stopped, on-failure or on-failure:N")
         return value
 
@@ -556,11 +730,84 @@ def service_names(pillar: Mapping[str, Any]) -> list[str]:
     return sorted(load_root(pillar).services)
 
 
+def check_service_name(name: Any) -> str:
+    """``name`` if it is a valid service name; a SpecError otherwise.
+
+    Every entry point taking a service name checks it: an empty name must
+    never end up meaning "every service" (a label filter without a value).
+    """
+    if not isinstance(name, str) or not SERVICE_NAME_RE.fullmatch(name):
+        raise SpecError(
+            [
+                f"name: {_show(name)} is not a service name (lowercase letters, digits, "
+                "'-' and '_', at most 50, starting with a letter or digit)"
+            ]
+        )
+    return name
+
+
 def load_service(
     pillar: Mapping[str, Any], name: str, overrides: Mapping[str, Any] | None = None
 ) -> ServiceSpec:
-    """Validate one service: pillar defaults, then the service, then ``overrides``."""
+    """Validate one service: pillar defaults, then the service, then ``overrides``;
+    then check it against every other service of the host (see :mod:`dockerops.layout`)."""
     root = load_root(pillar)
+    if name not in root.services:
+        check_service_name(name)
+    spec = _validate_service(root, name, overrides)
+    host = _host_layout(pillar, root)
+    mine = layout.footprint(spec)
+    if host.footprints.get(name) == mine:
+        clashes = host.problems.get(name, [])
+    else:  # overridden: compared anew with the others
+        others = [f for other, f in host.footprints.items() if other != name]
+        clashes = layout.problems([mine, *others], root.allowed_host_paths, name)
+    if clashes:
+        raise SpecError(clashes)
+    return spec
+
+
+@dataclass(frozen=True)
+class _HostLayout:
+    footprints: dict[str, layout.Footprint]
+    problems: dict[str, list[str]]
+
+
+# The host layout per pillar content: a highstate loads each service for each
+# of its states, and must not validate and compare every service every time.
+_LAYOUTS: dict[str, _HostLayout] = {}
+_LAYOUTS_KEPT = 8
+
+
+def _host_layout(pillar: Mapping[str, Any], root: PillarRoot) -> _HostLayout:
+    """Every valid pillar service's footprint (an invalid one fails on its own),
+    and the clashes between them."""
+    try:
+        blob = json.dumps(pillar.get(PILLAR_KEY), sort_keys=True, default=repr)
+        key: str | None = hashlib.sha256(blob.encode()).hexdigest()
+    except (TypeError, ValueError):  # keys of mixed types: not cached
+        key = None
+    cached = _LAYOUTS.get(key) if key else None
+    if cached is not None:
+        return cached
+    prints = {}
+    for name in root.services:
+        try:
+            prints[name] = layout.footprint(_validate_service(root, name, None))
+        except SpecError:
+            continue
+    host = _HostLayout(prints, layout.problems_by_service(prints.values(), root.allowed_host_paths))
+    if key:
+        while len(_LAYOUTS) >= _LAYOUTS_KEPT:
+            _LAYOUTS.pop(next(iter(_LAYOUTS)))
+        _LAYOUTS[key] = host
+    return host
+
+
+def _validate_service(
+    root: PillarRoot, name: str, overrides: Mapping[str, Any] | None
+) -> ServiceSpec:
+    """One service on its own: pillar defaults, then the service, then ``overrides``."""
     if name not in root.services and not overrides:
         hint = _did_you_mean(name, list(root.services))
         raise SpecError([f"{PILLAR_KEY}:services:{name}: no such service in pillar{hint}"])
@@ -684,5 +931,8 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        return f"a {type(value).__name__} too long to show"
     return text if len(text) <= 80 else text[:77] + "..."

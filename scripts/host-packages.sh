@@ -7,6 +7,8 @@ command -v dockerd >/dev/null 2>&1 || need="$need docker.io"
 command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need="$need busybox-static"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
+# debootstrap builds the test bed's nginx image from Debian's packages (no registry pull).
+command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages:$need (run as root, or: apt-get install$need)" >&2

@@ -17,7 +17,7 @@ import docker
 import pytest
 import salt._logging.impl
 
-from tests.support import dockerd
+from tests.support import dockerd, nginx
 from tests.support.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +63,12 @@ def demo_images(docker_url: str, registry: Registry) -> dict[str, str]:
     )
     refs = {tag: f"{repository}:{tag}" for tag in ("1.0", "1.1", "broken", "crashloop")}
     return {"repository": repository, **refs}
+
+
+@pytest.fixture(scope="session")
+def nginx_image(docker_client: docker.DockerClient) -> str:
+    """Debian's nginx as a local image (tests/support/nginx.py), built once and cached."""
+    return nginx.ensure_image(docker_client)
 
 
 def _port_free(port: int) -> bool:

@@ -1,10 +1,14 @@
 {#- Undo init.sls: remove the containers and config directories of every
     service in pillar. Data directories are left alone. #}
-{%- from tpldir ~ "/map.jinja" import dockerops with context %}
+{%- from tpldir ~ "/map.jinja" import dockerops, dockerops_problems with context %}
 
-{%- for service in dockerops.services | sort %}
-dockerops-service-{{ service }}-absent:
+{%- if dockerops_problems %}
+{%-   include tpldir ~ "/invalid.jinja" %}
+{%- else %}
+{%-   for service in dockerops.services | sort %}
+{{ ("dockerops-service-" ~ service ~ "-absent") | json }}:
   dockerops.absent:
-    - name: {{ service }}
+    - name: {{ service | json }}
     - remove_config: true
-{%- endfor %}
+{%-   endfor %}
+{%- endif %}

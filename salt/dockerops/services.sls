@@ -1,19 +1,25 @@
 {#- Every service in pillar `dockerops:services`: its config directory (when it
-    has one), then its containers, which require the config. #}
-{%- from tpldir ~ "/map.jinja" import dockerops with context %}
+    has one), then its containers, which require the config. Names are quoted:
+    a service name never changes the shape of the YAML rendered here. #}
+{%- from tpldir ~ "/map.jinja" import dockerops, dockerops_problems with context %}
 
-{%- for service, spec in dockerops.services | dictsort %}
-{%-   if spec.get("config") %}
-dockerops-service-{{ service }}-config-managed:
+{%- if dockerops_problems %}
+{%-   include tpldir ~ "/invalid.jinja" %}
+{%- else %}
+{%-   for service, spec in dockerops.services | dictsort %}
+{%-     set config_id = "dockerops-service-" ~ service ~ "-config-managed" %}
+{%-     if spec.get("config") %}
+{{ config_id | json }}:
   dockerops.config_managed:
-    - name: {{ service }}
-{%-   endif %}
+    - name: {{ service | json }}
+{%-     endif %}
 
-dockerops-service-{{ service }}-running:
+{{ ("dockerops-service-" ~ service ~ "-running") | json }}:
   dockerops.running:
-    - name: {{ service }}
-{%-   if spec.get("config") %}
+    - name: {{ service | json }}
+{%-     if spec.get("config") %}
     - require:
-      - dockerops: dockerops-service-{{ service }}-config-managed
-{%-   endif %}
-{%- endfor %}
+      - dockerops: {{ config_id | json }}
+{%-     endif %}
+{%-   endfor %}
+{%- endif %}

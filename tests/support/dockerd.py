@@ -97,6 +97,21 @@ class ExtraDaemon:
             time.sleep(0.3)
         return self
 
+    def crash(self) -> None:
+        """Kill dockerd as a crash would (its managed containerd dies with it;
+        the containers' shims live on), and make it startable again."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+        # The containerd that died with it may linger as a zombie here (no init
+        # reaps it), which a new dockerd would take for a running containerd.
+        pidfile = self.run_dir / "exec" / "containerd" / "containerd.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text())
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            pidfile.unlink()
+
     def client(self) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.url, timeout=60)
 

@@ -12,6 +12,7 @@ import pytest
 
 from dockerops.config import (
     CURRENT,
+    MARKER,
     ConfigError,
     ConfigStore,
     RenderedConfig,
@@ -57,9 +58,14 @@ class Fakes:
 
 
 def listing(root: Path) -> dict[str, str]:
-    """Every entry of ``root``: symlinks as their target, directories as 'dir'."""
+    """Every entry of ``root``: symlinks as their target, directories as 'dir'.
+
+    Leaves out the ownership marker (tests/unit/test_config_root.py covers it).
+    """
     out = {}
     for path in sorted(root.iterdir()):
+        if path.name == MARKER:
+            continue
         if path.is_symlink():
             out[path.name] = "-> " + os.readlink(path)
         elif path.is_dir():

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from salt.exceptions import SaltInvocationError
 
+import dockerops.history
 from dockerops.errors import DockerError
-from dockerops.history import History, LockHeld, RolloutLock
+from dockerops.history import READ_BLOCK, History, LockHeld, RolloutLock, _lines_from_end
+from dockerops.records import DEFAULT_HISTORY_KEEP, ServiceRecord, StateDirError, history_keep
 
 HOST = socket.gethostname()
 
@@ -64,7 +70,7 @@ def test_acquire_creates_the_lock_file_with_its_holder(tmp_path: Path) -> None:
     me = RolloutLock(tmp_path, "web").acquire("20240101123456789012", "rollback")
 
     assert read_lock(tmp_path) == me
-    assert set(me) == {"pid", "host", "jid", "what", "since"}
+    assert set(me) == {"pid", "host", "jid", "what", "since", "lock"}
     assert (me["pid"], me["host"], me["jid"], me["what"]) == (
         os.getpid(),
         HOST,
@@ -457,3 +463,321 @@ def test_missing_history(tmp_path: Path) -> None:
     assert history.entries(5) == []
     assert history.last_good() is None
     assert not history.path.exists()
+
+
+# --- RolloutLock: previous (a holder that died without releasing) ------------------------------
+
+
+def test_previous_is_none_when_the_lock_was_free(tmp_path: Path) -> None:
+    lock = RolloutLock(tmp_path, "web")
+    lock.acquire("1")
+    lock.release()
+
+    again = RolloutLock(tmp_path, "web")
+    again.acquire("2")
+
+    assert again.previous is None
+
+
+def test_previous_is_the_record_of_a_dead_holder(tmp_path: Path, dead_pid: int) -> None:
+    record = {"pid": dead_pid, "host": HOST, "jid": "1", "what": "rollout", "since": "then"}
+    write_lock(tmp_path, record)
+    lock = RolloutLock(tmp_path, "web")
+
+    lock.acquire("2")
+
+    assert lock.previous == record
+
+
+def test_previous_of_an_unreadable_record_is_empty(tmp_path: Path) -> None:
+    write_lock(tmp_path, '{"pid": 12')
+    lock = RolloutLock(tmp_path, "web")
+
+    lock.acquire("2")
+
+    assert lock.previous == {}
+
+
+def test_previous_of_an_empty_lock_file_is_none(tmp_path: Path) -> None:
+    # Created by a process that died before it wrote anything: nothing ran.
+    write_lock(tmp_path, "")
+    lock = RolloutLock(tmp_path, "web")
+
+    lock.acquire("2")
+
+    assert lock.previous is None
+
+
+def test_record_of_a_flock_holder_is_taken_over_when_its_flock_is_free(
+    tmp_path: Path, live_pid: int
+) -> None:
+    # A record written under the flock whose flock nobody holds: its holder
+    # died, even if its pid now runs something else.
+    record = {"pid": live_pid, "host": HOST, "jid": "1", "what": "rollout", "lock": "flock"}
+    write_lock(tmp_path, record)
+    lock = RolloutLock(tmp_path, "web")
+
+    lock.acquire("2")
+
+    assert lock.previous == record
+    assert read_lock(tmp_path)["jid"] == "2"
+
+
+def test_a_second_object_in_the_same_process_is_refused(tmp_path: Path) -> None:
+    first = RolloutLock(tmp_path, "web")
+    first.acquire("1")
+
+    second = RolloutLock(tmp_path, "web")
+    with pytest.raises(LockHeld, match="job 1"):
+        second.acquire("2")
+    second.release()  # holds nothing: must not free the first's lock
+
+    assert read_lock(tmp_path)["jid"] == "1"
+    with pytest.raises(LockHeld):
+        RolloutLock(tmp_path, "web").acquire("3")
+
+
+def test_release_twice_is_harmless(tmp_path: Path) -> None:
+    lock = RolloutLock(tmp_path, "web")
+    lock.acquire("1")
+    lock.release()
+    other = RolloutLock(tmp_path, "web")
+    other.acquire("2")
+
+    lock.release()  # must not touch the lock the other holds now
+
+    assert read_lock(tmp_path)["jid"] == "2"
+    with pytest.raises(LockHeld):
+        RolloutLock(tmp_path, "web").acquire("3")
+
+
+def test_symlink_planted_at_the_lock_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched")
+    lock_path(tmp_path).parent.mkdir(parents=True)
+    lock_path(tmp_path).symlink_to(target)
+
+    with pytest.raises(StateDirError, match="could not write the rollout lock"):
+        RolloutLock(tmp_path, "web").acquire()
+
+    assert target.read_text() == "untouched"
+
+
+# --- A full disk under state_dir ---------------------------------------------------------------
+
+
+@pytest.fixture
+def full_state_dir(tmp_path: Path) -> Iterator[Path]:
+    """A state dir on a 64 KiB tmpfs, filled up (its directories made beforehand)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        for sub in ("locks", "history", "services"):
+            (mount / sub).mkdir()
+        # An old record and history to keep intact (written before the disk filled up).
+        (mount / "services" / "web.json").write_text('{"config_seen": {}}')
+        # A history of exactly one page: the next append needs another.
+        first = json.dumps(entry(1)) + "\n"
+        padding = "x" * (4096 - len(first) - len('{"pad": ""}\n'))
+        (mount / "history" / "web.jsonl").write_text(first + json.dumps({"pad": padding}) + "\n")
+        with open(mount / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 4096)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_lock_on_a_full_disk_says_what_it_could_not_write(full_state_dir: Path) -> None:
+    lock = RolloutLock(full_state_dir, "web")
+
+    with pytest.raises(StateDirError) as caught:
+        lock.acquire("1")
+
+    assert str(caught.value) == (
+        f"could not write the rollout lock {lock.path}: No space left on device"
+    )
+    assert isinstance(caught.value, DockerError)  # a clean Salt error, not a traceback
+    assert not lock.path.exists()  # no empty lock left behind
+
+
+def test_history_on_a_full_disk_says_what_it_could_not_write(full_state_dir: Path) -> None:
+    history = History(full_state_dir, "web")
+
+    with pytest.raises(StateDirError) as caught:
+        history.append(entry(2))
+
+    assert str(caught.value) == (
+        f"could not write the rollout history of web {history.path}: No space left on device"
+    )
+    assert history.entries()[0] == entry(1)
+    assert history.path.stat().st_size == 4096
+
+
+def test_record_on_a_full_disk_says_what_it_could_not_write(full_state_dir: Path) -> None:
+    record = ServiceRecord(full_state_dir, "web")
+
+    with pytest.raises(StateDirError) as caught:
+        record.set_config_seen({"abc": "1" * 4096})
+
+    assert str(caught.value) == (
+        f"could not write the record of service web {record.path}: No space left on device"
+    )
+    assert record.load() == {"config_seen": {}}
+    assert sorted(p.name for p in record.path.parent.iterdir()) == ["web.json"]
+
+
+# --- History: bounded, trimmed atomically, read from the end -----------------------------------
+
+
+def test_history_keeps_the_newest_entries(tmp_path: Path) -> None:
+    history = History(tmp_path, "web", keep=5)
+
+    for number in range(1, 13):
+        history.append(entry(number))
+
+    assert history.entries() == [entry(n) for n in range(8, 13)]
+    assert len(history.path.read_text().splitlines()) == 5
+    assert sorted(p.name for p in history.path.parent.iterdir()) == ["web.jsonl"]
+
+
+def test_history_default_keep_is_bounded(tmp_path: Path) -> None:
+    history = History(tmp_path, "web")
+    for number in range(DEFAULT_HISTORY_KEEP + 20):
+        history.append(entry(number))
+
+    assert len(history.path.read_text().splitlines()) == DEFAULT_HISTORY_KEEP
+    assert history.entries(1) == [entry(DEFAULT_HISTORY_KEEP + 19)]
+
+
+def test_an_oversized_history_from_before_is_trimmed_at_the_next_append(tmp_path: Path) -> None:
+    history = History(tmp_path, "web", keep=3)
+    history.path.parent.mkdir(parents=True)
+    history.path.write_text("".join(json.dumps(entry(n)) + "\n" for n in range(1000)))
+
+    history.append(entry(1000))
+
+    assert history.entries() == [entry(998), entry(999), entry(1000)]
+
+
+def test_a_trim_never_loses_a_concurrent_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One append trims (writes the kept lines to a new file, renames it over
+    # the old) while another appends: the second must land in the new file,
+    # not in the old one the rename throws away.
+    history = History(tmp_path, "web", keep=3)
+    for number in range(1, 4):
+        history.append(entry(number))
+    trimming = threading.Event()
+    real_replace = dockerops.history.replace_atomically
+
+    def slow_replace(path: Path, data: bytes) -> None:
+        trimming.set()
+        time.sleep(0.5)
+        real_replace(path, data)
+
+    monkeypatch.setattr(dockerops.history, "replace_atomically", slow_replace)
+    trimmer = threading.Thread(target=History(tmp_path, "web", keep=3).append, args=(entry(4),))
+    trimmer.start()
+    assert trimming.wait(5)
+    History(tmp_path, "web", keep=1000).append(entry(5))
+    trimmer.join()
+
+    assert history.entries() == [entry(2), entry(3), entry(4), entry(5)]
+
+
+def _append_many(state_dir: str, worker: int, count: int) -> None:
+    history = History(state_dir, "web", keep=10_000)
+    for number in range(count):
+        history.append({"worker": worker, "number": number})
+
+
+def test_concurrent_appends_from_processes_are_all_kept(tmp_path: Path) -> None:
+    workers = [
+        multiprocessing.get_context("fork").Process(target=_append_many, args=(str(tmp_path), w, 50))
+        for w in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+
+    entries = History(tmp_path, "web").entries()
+    assert sorted((e["worker"], e["number"]) for e in entries) == [
+        (w, n) for w in range(4) for n in range(50)
+    ]
+    for w in range(4):  # each worker's entries in its own order
+        assert [e["number"] for e in entries if e["worker"] == w] == list(range(50))
+
+
+def test_entries_read_only_the_end_of_a_long_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = History(tmp_path, "web")
+    history.path.parent.mkdir(parents=True)
+    history.path.write_text("".join(json.dumps(entry(n)) + "\n" for n in range(20_000)))
+    read: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd: int, length: int, offset: int) -> bytes:
+        data = real_pread(fd, length, offset)
+        read.append(len(data))
+        return data
+
+    monkeypatch.setattr(dockerops.history.os, "pread", counting_pread)
+
+    assert history.entries(3) == [entry(19_997), entry(19_998), entry(19_999)]
+    assert 0 < sum(read) <= READ_BLOCK
+    read.clear()
+    assert history.last_good() == entry(19_999)
+    assert 0 < sum(read) <= READ_BLOCK
+    assert history.path.stat().st_size > 50 * READ_BLOCK
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 8, 64, 8192])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\n",
+        b"a",
+        b"a\n",
+        b"a\nbb\nccc\n",
+        b"a\nbb\nccc",
+        b"\n\na\n\n\nbb\n",
+        b"first line is long\nx\n" * 7,
+    ],
+)
+def test_lines_from_end(tmp_path: Path, block: int, content: bytes) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(content)
+    expected = []
+    offset = 0
+    for line in content.split(b"\n"):
+        if line.strip():
+            expected.append((offset, line))
+        offset += len(line) + 1
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert list(_lines_from_end(fd, block)) == expected[::-1]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, DEFAULT_HISTORY_KEEP), (5, 5), ("7", 7), (1, 1)],
+)
+def test_history_keep_option(value: object, expected: int) -> None:
+    opts = {} if value is None else {"dockerops.history_keep": value}
+
+    assert history_keep(opts) == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, "abc", 1.5, True, [3]])
+def test_history_keep_option_refuses_nonsense(value: object) -> None:
+    with pytest.raises(SaltInvocationError, match="dockerops.history_keep must be a whole number"):
+        history_keep({"dockerops.history_keep": value})

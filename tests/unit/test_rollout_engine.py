@@ -124,6 +124,10 @@ class SimHost:
         container.removed = self.clock.now()
         self.log.append((self.clock.now(), "remove", name))
 
+    def log_tail(self, container_id: str, lines: int = 20, max_bytes: int = 4096) -> str:
+        container = self.containers.get(container_id)
+        return f"{container.name} {container.tag}: simulated log line\n" if container else ""
+
     def inspect(self, container_id: str) -> dict[str, Any]:
         container = self.containers.get(container_id) or self.live(container_id)
         if container is None or container.removed is not None:

@@ -1,0 +1,58 @@
+"""Random pillar shapes and values at the spec loader: a SpecError or a spec, never a traceback.
+
+Bounded and seeded for ``make test``; ``DOCKEROPS_FUZZ_EXAMPLES=20000`` runs longer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, seed
+
+from dockerops.errors import SpecError
+from dockerops.replicas import desired_replicas
+from dockerops.spec import PILLAR_KEY, ServiceSpec, load_service, load_services
+from tests.support.fuzz import SEED, fuzz_settings, pillars
+
+SECRET = "s3cr3t-t0ken-value"
+
+
+def check_spec(spec: ServiceSpec) -> None:
+    """What is built from a valid spec builds (a spec that loads is usable)."""
+    version = "0123456789abcdef" if spec.config is not None else None
+    for replica in desired_replicas(spec, version, spec.slots):
+        replica.docker_labels()
+        replica.docker_healthcheck()
+    assert spec.slots >= spec.replicas
+
+
+def check_error(err: SpecError) -> None:
+    assert err.problems
+    for problem in err.problems:
+        assert problem.startswith((f"{PILLAR_KEY}:", f"{PILLAR_KEY} ", "argument:", "name:")), (
+            problem
+        )
+        assert SECRET not in problem, problem
+
+
+@seed(SEED)
+@fuzz_settings(400)
+@given(pillars)
+def test_the_spec_loader_takes_any_pillar(pillar: dict[str, Any]) -> None:
+    try:
+        specs = load_services(pillar)
+    except SpecError as err:
+        check_error(err)
+        specs = []
+    for spec in specs:
+        check_spec(spec)
+    raw = pillar.get(PILLAR_KEY)
+    services = raw.get("services") if isinstance(raw, dict) else None
+    names = list(services) if isinstance(services, dict) else []
+    for name in [*names, "web", ""]:
+        if not isinstance(name, str):
+            continue
+        try:
+            check_spec(load_service(pillar, name))
+        except SpecError as err:
+            check_error(err)
