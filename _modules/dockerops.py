@@ -223,6 +223,7 @@ def apply(name=None, test=None, **kwargs):
                 test=_test(test),
                 progress=_progress(spec.name),
                 jid=jid,
+                history_keep=_records.history_keep(__opts__),
             )
             out[spec.name] = _shape(result)
         except (CommandExecutionError, SaltInvocationError) as err:
@@ -317,6 +318,7 @@ def rolling_update(
         test=test,
         progress=None if test else _progress(name),
         jid=_jid(kwargs),
+        history_keep=_records.history_keep(__opts__),
     )
     out = _shape(result, whole_return=True)
     out["from"] = running[0] if len(running) == 1 else running

@@ -169,6 +169,7 @@ def running(name, **overrides):
             config_reported=reported,
             progress=_progress(name),
             jid=_jid(),
+            history_keep=_records.history_keep(__opts__),
         )
     except (CommandExecutionError, SaltInvocationError) as err:
         return _fail(ret, err)

@@ -233,7 +233,7 @@ def _revert(
     """``..data`` back to what the signalled replicas had loaded; signal them again."""
     assert spec.config_root is not None
     back_to = next((a.seen_version for a in signalled if a.seen_version), None)
-    store = ConfigStore(spec.config_root)
+    store = ConfigStore.of(spec)
     if not signalled:
         return
     if not spec.update.rollback:

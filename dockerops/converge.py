@@ -28,7 +28,7 @@ from .host import Clock, DockerHost, Wakeup
 from .ledger import Ledger
 from .masking import redact
 from .plan import Action, plan_service
-from .records import DEFAULT_STATE_DIR, ServiceRecord
+from .records import DEFAULT_HISTORY_KEEP, DEFAULT_STATE_DIR, ServiceRecord, StateDirError
 from .replicas import ActualReplica, desired_replicas, secret_keys_of
 from .rollout import Progress, RolloutFailed, min_healthy_time, prove, replace
 from .spec import ServiceSpec, check_service_name
@@ -157,13 +157,15 @@ def converge(
     config_reported: bool = False,
     progress: Progress | None = None,
     jid: str | None = None,
+    history_keep: int = DEFAULT_HISTORY_KEEP,
 ) -> ServiceResult:
     """Make ``host`` run ``spec`` (with ``rendered`` config). Under ``test`` touch nothing.
 
     ``config_reported``: a ``config_managed`` state of this run already reported
     (and, unless testing, wrote) this config version; it is not reported twice.
     ``progress(stage, data)`` is told of each step (the Salt face fires events);
-    ``jid`` goes into the rollout lock and the history.
+    ``jid`` goes into the rollout lock and the history, which keeps the
+    newest ``history_keep`` entries.
 
     The image is pulled before any container is touched; the service's rollout
     lock is held while acting; every run that changed containers is recorded in
@@ -198,13 +200,13 @@ def converge(
     ledger = Ledger(state_dir, spec.name)
     try:
         lock.acquire(jid, "rollout")
-    except LockHeld as err:
+    except (LockHeld, StateDirError) as err:
         outcome.result = False
         outcome.errors.append(str(err))
         outcome.actions = []
         return outcome
-    left_by = getattr(lock, "previous", None)
-    if left_by:
+    left_by = lock.previous
+    if left_by is not None:  # {}: its holder's record was unreadable
         outcome.recovered.append(
             f"lock left by pid {left_by.get('pid')} (job {left_by.get('jid')}, "
             f"{left_by.get('what', 'rollout')} since {left_by.get('since')}), which died"
@@ -249,25 +251,28 @@ def converge(
             outcome.steps.append(
                 redact(f"could not record what runs now: {err}", spec.secret_values)
             )
+        try:
+            # Under the lock: the next rollout sees this one in the history.
+            if any(a.kind != "signal" for a in outcome.actions) or outcome.recovered:
+                entry = {
+                    "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                    "from": from_images[0] if len(from_images) == 1 else from_images or None,
+                    "to": spec.image_ref,
+                    "config_version": version,
+                    "actions": [f"{a.kind} {a.name}" for a in outcome.actions],
+                    "result": outcome.result is not False,
+                    "rolled_back": outcome.rolled_back,
+                    "duration": round(time.time() - started, 2),
+                    "jid": jid,
+                    "error": outcome.errors[0] if outcome.errors else None,
+                    "recovered": outcome.recovered,
+                }
+                History(state_dir, spec.name, keep=history_keep).append(entry)
+        except StateDirError as err:
+            outcome.result = False
+            outcome.errors.append(str(err))
         finally:
             lock.release()
-    actions = outcome.actions
-    if any(a.kind != "signal" for a in actions) or outcome.recovered:
-        History(state_dir, spec.name).append(
-            {
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-                "from": from_images[0] if len(from_images) == 1 else from_images or None,
-                "to": spec.image_ref,
-                "config_version": version,
-                "actions": [f"{a.kind} {a.name}" for a in actions],
-                "result": outcome.result is not False,
-                "rolled_back": outcome.rolled_back,
-                "duration": round(time.time() - started, 2),
-                "jid": jid,
-                "error": outcome.errors[0] if outcome.errors else None,
-                "recovered": outcome.recovered,
-            }
-        )
     notify("done", {"result": outcome.result is not False, "rolled_back": outcome.rolled_back})
     if outcome.result is not False:
         try:
@@ -450,7 +455,7 @@ def _recover(
                 ledger.settle(slot)
                 continue
             name = str(before.get("Name", "")).lstrip("/")
-            old_id = host.recreate_from(before)
+            old_id = host.recreate_from(before, spec.trusted_root)
             health = host.wait_healthy(old_id, name, spec.update.health_timeout, settle, restarts=0)
             if health.healthy:
                 ledger.prove(old_id)

@@ -29,6 +29,7 @@ from typing import Any
 
 from .errors import DockerError
 from .records import DEFAULT_HISTORY_KEEP, replace_atomically, write_all, writing
+from .spec import check_service_name
 
 # Marks a lock record written by a holder that keeps the flock (see _abandoned).
 LOCK_KIND = "flock"
@@ -115,7 +116,7 @@ class RolloutLock:
     """
 
     def __init__(self, state_dir: str | Path, service: str) -> None:
-        self.path = Path(state_dir) / "locks" / f"{service}.lock"
+        self.path = Path(state_dir) / "locks" / f"{check_service_name(service)}.lock"
         self.service = service
         # After acquire: the record of a holder that died without releasing
         # the lock (an interrupted rollout), {} if its record was unreadable,
@@ -255,7 +256,7 @@ class History:
     def __init__(
         self, state_dir: str | Path, service: str, keep: int = DEFAULT_HISTORY_KEEP
     ) -> None:
-        self.path = Path(state_dir) / "history" / f"{service}.jsonl"
+        self.path = Path(state_dir) / "history" / f"{check_service_name(service)}.jsonl"
         self.service = service
         self.keep = max(1, int(keep))
 

@@ -97,21 +97,7 @@ class DockerHost:
             port_bindings.setdefault(port.key, []).append(binding)
         name, _, count = replica.restart_policy.partition(":")
         for mount in replica.mounts:
-            # dockerd follows symlinks in a bind's host path, and a container may
-            # have planted one since the last run: every component below the
-            # allow-list root must be a real directory. Missing data directories
-            # are made by us (not by dockerd, following links), without following any.
-            try:
-                if mount.read_only:
-                    safepath.open_below(mount.trusted_root, mount.host).close()
-                else:
-                    safepath.ensure_dir(mount.trusted_root, mount.host)
-            except FileNotFoundError:
-                pass  # a read-only mount dockerd makes, below directories just checked
-            except safepath.UnsafePath as err:
-                raise safepath.UnsafePath(f"creating {doing}: {err}") from None
-            except (OSError, ValueError) as err:
-                raise DockerError(f"creating {doing}: host path {mount.host}: {err}") from err
+            _check_bind(mount.trusted_root, mount.host, mount.read_only, f"creating {doing}")
         host_config = self.api.create_host_config(
             port_bindings=port_bindings or None,
             restart_policy={"Name": name, "MaximumRetryCount": int(count or 0)},
@@ -143,16 +129,30 @@ class DockerHost:
             raise
         return container_id
 
-    def recreate_from(self, details: dict[str, Any]) -> str:
+    def recreate_from(
+        self, details: dict[str, Any], trusted_root: Callable[[str], str] | None = None
+    ) -> str:
         """Create and start a container again from an earlier ``inspect``.
 
         Used to put back a replica exactly as it was (rollback): same image,
         command, env, labels, mounts, ports, restart policy, logging and
-        healthcheck.
+        healthcheck. ``trusted_root(host_path)`` names the allow-list root of
+        each bind's host path (:meth:`ServiceSpec.trusted_root`): every bind is
+        checked as :meth:`create` checks them, since a container may have
+        planted a symlink since the inspect was taken.
         """
         config = details["Config"]
         name = str(details["Name"]).lstrip("/")
         host_config = dict(details["HostConfig"])
+        if trusted_root is not None:
+            for bind in host_config.get("Binds") or []:
+                source, _, rest = str(bind).partition(":")
+                try:
+                    root = trusted_root(source)
+                except ValueError as err:
+                    raise safepath.UnsafePath(f"re-creating {name}: {err}") from None
+                read_only = "ro" in rest.split(":")[-1].split(",")
+                _check_bind(root, source, read_only, f"re-creating {name}")
         body = {
             "Image": config["Image"],
             "Cmd": config.get("Cmd"),
@@ -291,6 +291,27 @@ class DockerHost:
                 self.api.remove_container(container_id, force=True)
         except NotFound:
             return
+
+
+def _check_bind(trusted_root: str, host_path: str, read_only: bool, doing: str) -> None:
+    """Refuse a bind whose host path has a symlink below its allow-list root.
+
+    dockerd follows symlinks in a bind's host path, and a container may have
+    planted one since the last run: every component below the allow-list root
+    must be a real directory. Missing data directories are made by us (not by
+    dockerd, following links), without following any.
+    """
+    try:
+        if read_only:
+            safepath.open_below(trusted_root, host_path).close()
+        else:
+            safepath.ensure_dir(trusted_root, host_path)
+    except FileNotFoundError:
+        pass  # a read-only mount dockerd makes, below directories just checked
+    except safepath.UnsafePath as err:
+        raise safepath.UnsafePath(f"{doing}: {err}") from None
+    except (OSError, ValueError) as err:
+        raise DockerError(f"{doing}: host path {host_path}: {err}") from err
 
 
 class Wakeup:

@@ -5,6 +5,10 @@ option ``dockerops.state_dir``), written atomically. Today it records which
 config version each live-mounted replica has loaded (labels cannot change after
 a container is created, but a ``signal`` reload moves a replica to a new
 version).
+
+Everything dockerops writes under the state dir (records, rollout locks and
+history) fails with a :class:`StateDirError` that says what could not be
+written and where (a full disk, a read-only mount), never a bare OSError.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 from salt.exceptions import SaltInvocationError
 
 from .errors import DockerError
+from .spec import check_service_name
 
 DEFAULT_STATE_DIR = "/var/lib/dockerops"
 # Rollouts kept in each service's history (minion option dockerops.history_keep).
@@ -87,7 +92,8 @@ def replace_atomically(path: Path, data: bytes) -> None:
 
 class ServiceRecord:
     def __init__(self, base: str | Path, service: str) -> None:
-        self.path = Path(base) / "services" / f"{service}.json"
+        # The name becomes a file name: never a path (``..``, ``/``) or empty.
+        self.path = Path(base) / "services" / f"{check_service_name(service)}.json"
         self.service = service
 
     def load(self) -> dict[str, Any]:

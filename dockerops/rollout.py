@@ -454,7 +454,7 @@ def rollback(
         elif item.new_id:
             host.remove(item.new_id, item.new_name, graceful=False)
         try:
-            old_id = host.recreate_from(item.before)
+            old_id = host.recreate_from(item.before, spec.trusted_root)
         except DockerError as err:
             report.steps.append(f"rollback of {old_name} failed: {err}")
             continue

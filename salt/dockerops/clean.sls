@@ -1,5 +1,7 @@
-{#- Undo init.sls: remove the containers and config directories of every
-    service in pillar. Data directories are left alone. #}
+{#- Undo init.sls: remove the containers of every service in pillar and, from
+    each config directory, what dockerops wrote there (the directory too once
+    empty). A directory dockerops does not own is refused, not deleted. Data
+    directories are left alone. #}
 {%- from tpldir ~ "/map.jinja" import dockerops, dockerops_problems with context %}
 
 {%- if dockerops_problems %}

@@ -464,7 +464,7 @@ def test_restart_module_is_rolling_and_health_gated(
     assert running(salt, service_name)["result"] is True
     before = ids(docker_client, service_name)
     dry = salt.modules.dockerops.restart(service_name, test=True)
-    assert dry["result"] is None
+    assert (dry["result"], dry["test"]) == (True, True)
     assert ids(docker_client, service_name) == before
     since = time.time()
     out = salt.modules.dockerops.restart(service_name)

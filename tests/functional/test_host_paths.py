@@ -283,11 +283,16 @@ def test_a_link_planted_in_a_config_root_is_never_followed(
         "version": (root / version, root / version),
         "file": (root / version / "app.conf", root / version / "app.conf"),
     }[level]
-    if moved is not None and moved.is_dir():
+    if moved is None:
+        # ..data through the version directory and up, out to a directory
+        # holding an app.conf: whatever reads "the current version" reads it.
+        (outside / "etc" / "app.conf").write_text(OUTSIDE_SECRET + "\n")
+        target = f"{version}/{os.path.relpath(outside / 'etc', root / version)}"
+    elif moved.is_dir():
         shutil.copytree(moved, outside / "copy", symlinks=True)
-        target = outside / "copy"
+        target = str(outside / "copy")
     else:
-        target = outside / "shadow"
+        target = str(outside / "shadow")
     script = f"rm -f '{planted}'" if moved is None else f"mv '{moved}' '{moved}.moved'"
     plant_from_a_container(
         docker_client,

@@ -265,3 +265,34 @@ def test_a_dockerd_crash_mid_rollout_fails_the_run_then_the_next_run_proves_or_f
     assert http_get(port + int(next(iter(live)).rsplit("-", 1)[1]) - 1) == "1.1\n"
     newest = minion.run("dockerops.history", service_name).data[0]
     assert any("proved healthy now" in r for r in newest["recovered"]), newest
+
+
+def test_putting_back_a_journaled_replica_refuses_a_data_path_turned_symlink(
+    minion, docker_client, demo_images, service_name, tmp_path
+):
+    """Between the inspect and the restore a container may swap its data directory
+    for a symlink; dockerd would follow it. The restore checks every bind."""
+    allowed = tmp_path / "allowed"
+    data = allowed / service_name / "data"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    pillar = service_pillar(
+        service_name,
+        demo_images["repository"],
+        data=[{"host": str(data), "container": "/data"}],
+        update={"order": "stop-first"},
+    )
+    pillar["dockerops"]["allowed_host_paths"] = [str(allowed)]
+    minion.set_pillar(pillar)
+    assert minion.run("dockerops.apply", service_name).returncode == 0
+    (old,) = containers(docker_client, service_name).values()
+    Ledger(state_dir(minion), service_name).stop_in_place(1, old.attrs)
+    old.remove(force=True)
+    data.rmdir()
+    data.symlink_to(outside)
+
+    again = minion.run("dockerops.apply", service_name)
+    assert again.returncode != 0
+    assert "symlink" in again.stdout, again.stdout
+    assert containers(docker_client, service_name) == {}
+    assert list(outside.iterdir()) == []

@@ -696,7 +696,9 @@ def _append_many(state_dir: str, worker: int, count: int) -> None:
 
 def test_concurrent_appends_from_processes_are_all_kept(tmp_path: Path) -> None:
     workers = [
-        multiprocessing.get_context("fork").Process(target=_append_many, args=(str(tmp_path), w, 50))
+        multiprocessing.get_context("fork").Process(
+            target=_append_many, args=(str(tmp_path), w, 50)
+        )
         for w in range(4)
     ]
     for worker in workers:
@@ -779,5 +781,7 @@ def test_history_keep_option(value: object, expected: int) -> None:
 
 @pytest.mark.parametrize("value", [0, -1, "abc", 1.5, True, [3]])
 def test_history_keep_option_refuses_nonsense(value: object) -> None:
-    with pytest.raises(SaltInvocationError, match="dockerops.history_keep must be a whole number"):
+    with pytest.raises(
+        SaltInvocationError, match=r"dockerops\.history_keep must be a whole number"
+    ):
         history_keep({"dockerops.history_keep": value})

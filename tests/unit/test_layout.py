@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from dockerops import spec as spec_module
+from dockerops.converge import remove_service
 from dockerops.errors import SpecError
+from dockerops.host import DockerHost
 from dockerops.layout import footprint, problems
 from dockerops.spec import ServiceSpec, check_service_name, load_service, load_services
 
@@ -405,3 +408,18 @@ def test_check_service_name_refuses_empty_and_invalid_names(name: Any) -> None:
 def test_load_service_refuses_an_empty_name_even_with_overrides() -> None:
     with pytest.raises(SpecError, match="name: '' is not a service name"):
         load_service(pillar({"web": {"image": "web"}}), "", {"image": "web"})
+
+
+@pytest.mark.parametrize("name", ["", "../x"])
+def test_the_library_never_reads_an_empty_name_as_every_service(name: str) -> None:
+    class NoDaemon:
+        """Any Docker call fails the test: the name must be refused first."""
+
+        def __getattr__(self, attr: str) -> Any:
+            raise AssertionError(f"Docker called: {attr}")
+
+    host = DockerHost(SimpleNamespace(api=NoDaemon()))  # type: ignore[arg-type]
+
+    for call in (lambda: host.managed(name), lambda: remove_service(host, name, test=True)):
+        with pytest.raises(SpecError, match="is not a service name"):
+            call()

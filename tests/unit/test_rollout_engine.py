@@ -102,7 +102,7 @@ class SimHost:
         self.log.append((self.clock.now(), "create", replica.name))
         return container.id
 
-    def recreate_from(self, details: dict[str, Any]) -> str:
+    def recreate_from(self, details: dict[str, Any], trusted_root: Any = None) -> str:
         name = str(details["Name"]).lstrip("/")
         if self.live(name) is not None:
             raise DockerError(f"name {name} in use")
