@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import SpecError
 from .host import DockerHost
+from .ledger import Ledger
 from .plan import plan_service
 from .records import DEFAULT_STATE_DIR, ServiceRecord
 from .replicas import desired_replicas
@@ -18,9 +20,18 @@ def replica_status(
     and the config version it runs (for live-mounted config: the one it loaded)."""
     out: dict[str, list[dict[str, Any]]] = {}
     seen: dict[str, dict[str, str]] = {}
+    proven: dict[str, set[str] | None] = {}
     for container in sorted(host.managed(service), key=lambda c: (c.service, c.index or 0)):
         if container.service not in seen:
-            seen[container.service] = ServiceRecord(state_dir, container.service).config_seen()
+            try:
+                record = ServiceRecord(state_dir, container.service)
+                ledger = Ledger(state_dir, container.service)
+            except SpecError:  # a label no service of ours carries: nothing recorded
+                seen[container.service], proven[container.service] = {}, set()
+            else:
+                seen[container.service] = record.config_seen()
+                proven[container.service] = ledger.proven()
+        known = proven[container.service]
         details = host.inspect(container.id)
         state = details.get("State") or {}
         health = (state.get("Health") or {}).get("Status")
@@ -39,6 +50,9 @@ def replica_status(
                 or container.config_version
                 or None,
                 "environment": container.environment,
+                # False: left by an interrupted run, never seen healthy (the next
+                # run proves or replaces it). None: no record from before.
+                "proven": None if known is None else container.id in known,
             }
         )
     return out

@@ -21,6 +21,12 @@ pytestmark = pytest.mark.docker
 INVALID = "dockerops-pillar-invalid"
 
 
+@pytest.fixture(autouse=True)
+def no_pillar_from_other_tests(salt: Any) -> None:
+    """show_sls lays ``pillar=`` over the compiled pillar, which other tests set."""
+    salt.set_pillar({})
+
+
 def rendered(salt: Any, sls: str, pillar: dict[str, Any]) -> Any:
     return salt.modules.state.show_sls(sls, pillar=pillar)
 

@@ -129,6 +129,12 @@ def test_a_killed_rollout_to_a_good_version_is_proven_then_completed(
     assert minion.run("dockerops.apply", service_name).returncode == 0
     call = ("dockerops.rolling_update", service_name, "tag=1.1")
     kill_once_replacement_exists(minion, docker_client, service_name, demo_images["1.1"], *call)
+    # Status tells the unproven replica apart.
+    status = minion.run("dockerops.status", service_name).data[service_name]
+    assert sorted((r["image"], r["proven"]) for r in status) == [
+        (demo_images["1.0"], True),
+        (demo_images["1.1"], False),
+    ]
 
     again = minion.run(*call)
     assert again.returncode == 0, again.stdout + again.stderr
