@@ -23,6 +23,8 @@ Keep Docker services from pillar running on this minion.
 import functools
 import sys
 
+import salt.state
+
 try:
     import dockerops as _lib
 
@@ -78,10 +80,11 @@ def _jid():
     """
     instance = globals().get("__instance_id__")
     frame = sys._getframe(1)
-    while frame is not None:
+    while instance and frame is not None:
+        # Only State objects are asked: getattr on others (a LazyLoader) may load modules.
         owner = frame.f_locals.get("self")
-        if instance and getattr(owner, "instance_id", None) == instance:
-            return getattr(owner, "jid", None) or __opts__.get("jid")
+        if isinstance(owner, salt.state.State) and owner.instance_id == instance:
+            return owner.jid or __opts__.get("jid")
         frame = frame.f_back
     return __opts__.get("jid")
 
