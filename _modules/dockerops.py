@@ -445,4 +445,7 @@ def remove(name, test=None):
         salt '*' dockerops.remove web
     """
     _spec.check_service_name(name)
-    return _shape(_converge.remove_service(_docker(), name, test=_test(test)), whole_return=True)
+    result = _converge.remove_service(
+        _docker(), name, test=_test(test), state_dir=_records.state_dir(__opts__)
+    )
+    return _shape(result, whole_return=True)

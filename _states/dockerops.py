@@ -34,7 +34,9 @@ try:
         from dockerops import config as _config
         from dockerops import configcheck as _configcheck
         from dockerops import converge as _converge
+        from dockerops import history as _history
         from dockerops import host as _host
+        from dockerops import ledger as _ledger
         from dockerops import records as _records
         from dockerops import render as _render
         from dockerops import rollout as _rollout
@@ -232,17 +234,26 @@ def config_managed(name, **overrides):
         # A signal service's replicas read ..data live: dockerops.running moves
         # it, signals and proves each reload, and moves it back if one fails.
         signal = spec.config.signal
-        steps = _configcheck.publish(
-            host,
-            spec,
-            store,
-            rendered,
-            _records.state_dir(__opts__),
-            _converge.known_secrets(host, spec),
-            activate=signal is None,
-        )
-        in_use = {c.config_version for c in host.managed(name) if c.config_version}
-        store.prune(spec.config.keep, in_use)
+        state_dir = _records.state_dir(__opts__)
+        # The service's record and its config root are a rollout's too: one writer at a time.
+        lock = _history.RolloutLock(state_dir, name)
+        with lock.held(_jid(), "config change"):
+            if lock.previous is not None:
+                ret["changes"]["recovered"] = [
+                    f"lock left by pid {lock.previous.get('pid')} (job "
+                    f"{lock.previous.get('jid')}), which died"
+                ]
+            steps = _configcheck.publish(
+                host,
+                spec,
+                store,
+                rendered,
+                state_dir,
+                _converge.known_secrets(host, spec),
+                activate=signal is None,
+            )
+            ledger = _ledger.Ledger(state_dir, name)
+            store.prune(spec.config.keep, _converge.versions_in_use(host.managed(name), ledger))
     except _configcheck.ConfigCheckFailed as err:
         ret["changes"] = {}  # written, never activated
         return _fail(ret, err)
@@ -289,7 +300,10 @@ def absent(name, remove_config=False):
                 # Refuses a root dockerops does not own, before anything is touched.
                 removal = store.removal()
         result = _converge.remove_service(
-            _host.minion_host(__opts__, __context__), name, test=__opts__["test"]
+            _host.minion_host(__opts__, __context__),
+            name,
+            test=__opts__["test"],
+            state_dir=_records.state_dir(__opts__),
         )
         ret["changes"] = result.changes
         ret["comment"] = result.comment

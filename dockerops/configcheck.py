@@ -211,7 +211,11 @@ def reload_replicas(
         if failed is not None and failed.actual is not None:
             logs = replica_logs(host, failed.actual.id, failed.name, secrets)
             report.loaded[failed.actual.id] = None
-        _revert(host, spec, signalled, report, timeout, clock)
+        try:
+            _revert(host, spec, signalled, report, timeout, clock)
+        except DockerError as undo_err:
+            # E.g. the daemon went away: keep the real cause, say what was not undone.
+            report.steps.append(f"could not put the config back: {undo_err}")
         raise ReloadFailed(f"{err}{logs}", report) from err
     return report
 

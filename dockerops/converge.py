@@ -22,14 +22,14 @@ from .configcheck import (
     reload_replicas,
     replica_logs,
 )
-from .errors import DockerError, SpecError
+from .errors import DockerError, NotFound, SpecError
 from .history import History, LockHeld, RolloutLock
 from .host import Clock, DockerHost, Wakeup
 from .ledger import Ledger
 from .masking import redact
 from .plan import Action, plan_service
 from .records import DEFAULT_HISTORY_KEEP, DEFAULT_STATE_DIR, ServiceRecord, StateDirError
-from .replicas import ActualReplica, desired_replicas, secret_keys_of
+from .replicas import LABEL_CONFIG_VERSION, ActualReplica, desired_replicas, secret_keys_of
 from .rollout import Progress, RolloutFailed, min_healthy_time, prove, replace
 from .spec import ServiceSpec, check_service_name
 
@@ -195,7 +195,7 @@ def converge(
     notify = progress or (lambda _stage, _data: None)
     previous_version = store.current() if store else None
     started = time.time()
-    from_images = sorted({a.actual.image for a in actions if a.kind == "recreate" and a.actual})
+    from_images = _from_images(actions)
     lock = RolloutLock(state_dir, spec.name)
     ledger = Ledger(state_dir, spec.name)
     try:
@@ -213,6 +213,9 @@ def converge(
         )
     try:
         ledger.adopt(c.id for c in host.managed(spec.name))
+        # Another run may have acted between our plan and our lock: plan again.
+        actions = outcome.actions = plan(host, spec, version, state_dir)
+        from_images = _from_images(actions)
         _pull(host, spec, actions)
         settle = min_healthy_time(host, spec) if actions else 0.0
         notify("start", {"to": spec.image_ref, "actions": [f"{a.kind} {a.name}" for a in actions]})
@@ -232,14 +235,17 @@ def converge(
         outcome.errors.append(redact(str(err), _secrets_if_reachable(host, spec)))
         back_to = outcome.previous_config or previous_version
         restore = spec.update.rollback and back_to != (rendered.version if rendered else None)
-        if (  # a step only when ..data really moved back
-            store is not None
-            and back_to
-            and restore
-            and store.has(back_to)
-            and store.activate(back_to)
-        ):
-            outcome.steps.append(f"config back to version {back_to}")
+        try:
+            if (  # a step only when ..data really moved back
+                store is not None
+                and back_to
+                and restore
+                and store.has(back_to)
+                and store.activate(back_to)
+            ):
+                outcome.steps.append(f"config back to version {back_to}")
+        except DockerError as undo_err:  # keep the run's own error first
+            outcome.steps.append(f"could not put the config back: {undo_err}")
         if store is not None and store.current() != version:
             # The version never became (or no longer is) current: not a change.
             outcome.config_changes = {}
@@ -393,6 +399,11 @@ def _reloaded(outcome: ServiceResult, report: ReloadReport) -> None:
         outcome.steps.append(f"config back to version {report.back_to}")
 
 
+def _from_images(actions: list[Action]) -> list[str]:
+    """The images the replicas to replace run now (for the history's ``from``)."""
+    return sorted({a.actual.image for a in actions if a.kind == "recreate" and a.actual})
+
+
 def _pull(host: DockerHost, spec: ServiceSpec, actions: list[Action]) -> None:
     """Make sure the image is here before any container is touched.
 
@@ -455,7 +466,14 @@ def _recover(
                 ledger.settle(slot)
                 continue
             name = str(before.get("Name", "")).lstrip("/")
-            old_id = host.recreate_from(before, spec.trusted_root)
+            try:
+                old_id = host.recreate_from(before, spec.trusted_root)
+            except NotFound as err:  # its image is gone: it cannot come back, ever
+                ledger.settle(slot)
+                outcome.recovered.append(
+                    f"{name}: stopped in place by an interrupted run; cannot be put back: {err}"
+                )
+                continue
             health = host.wait_healthy(old_id, name, spec.update.health_timeout, settle, restarts=0)
             if health.healthy:
                 ledger.prove(old_id)
@@ -508,12 +526,28 @@ def _remember(
             elif container.id in old:
                 seen[container.id] = old[container.id]
         record.set_config_seen(seen)
+    store.prune(spec.config.keep, versions_in_use(containers, ledger))
+
+
+def versions_in_use(containers: list[ActualReplica], ledger: Ledger) -> set[str]:
+    """Config versions pruning must keep: those containers mount, and those
+    replicas an interrupted run stopped in place mount when they are put back."""
     in_use = {c.config_version for c in containers if c.config_version}
-    store.prune(spec.config.keep, in_use)
+    for before in ledger.stopped_in_place().values():
+        labels = (before.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_CONFIG_VERSION):
+            in_use.add(str(labels[LABEL_CONFIG_VERSION]))
+    return in_use
 
 
-def remove_service(host: DockerHost, service: str, test: bool = False) -> ServiceResult:
-    """Remove every container of ``service`` from ``host``."""
+def remove_service(
+    host: DockerHost, service: str, test: bool = False, state_dir: str | None = None
+) -> ServiceResult:
+    """Remove every container of ``service`` from ``host``.
+
+    With ``state_dir``, what the service's ledger remembers goes too: a replica
+    an interrupted run stopped in place must not come back after a removal.
+    """
     check_service_name(service)  # never "" for every service
     actions = plan_service([], host.managed(service))
     outcome = ServiceResult(service, 0, actions, result=None if test and actions else True)
@@ -526,6 +560,10 @@ def remove_service(host: DockerHost, service: str, test: bool = False) -> Servic
         except DockerError as err:
             outcome.errors.append(str(err))
             outcome.result = False
+    if state_dir is not None and outcome.result is not False:
+        ledger = Ledger(state_dir, service)
+        ledger.settle()
+        ledger.keep_only(())
     return outcome
 
 

@@ -307,7 +307,11 @@ def _check_bind(trusted_root: str, host_path: str, read_only: bool, doing: str) 
         else:
             safepath.ensure_dir(trusted_root, host_path)
     except FileNotFoundError:
-        pass  # a read-only mount dockerd makes, below directories just checked
+        # dockerd would make it, empty and root-owned: a config version pruned
+        # since an inspect was taken would then be served empty for good.
+        raise DockerError(
+            f"{doing}: host path {host_path} does not exist (a read-only mount is never created)"
+        ) from None
     except safepath.UnsafePath as err:
         raise safepath.UnsafePath(f"{doing}: {err}") from None
     except (OSError, ValueError) as err:

@@ -15,10 +15,11 @@ other service concerned.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .spec import ServiceSpec
@@ -87,6 +88,38 @@ def footprint(spec: ServiceSpec) -> Footprint:
         if port.host is not None
     )
     return Footprint(spec.name, tuple(paths), ports)
+
+
+def raw_footprint(name: str, declared: Mapping[str, Any], default_config_root: str) -> Footprint:
+    """The host paths a service that fails validation still names, read from
+    pillar as it stands: its containers may still run (and write) there, so
+    the other services are compared with them. Anything unreadable is skipped;
+    a data mount is writable unless it says ``read_only: true``.
+    """
+    base = f"{PILLAR_KEY}:services:{name}"
+    paths = []
+    data = declared.get("data")
+    for i, mount in enumerate(data if isinstance(data, list) else []):
+        host = mount.get("host") if isinstance(mount, Mapping) else None
+        if isinstance(host, str) and host.startswith("/") and "\0" not in host:
+            writable = mount.get("read_only") is not True
+            paths.append(
+                HostPath(name, f"{base}:data:{i}:host", _normal(host), "data mount", writable)
+            )
+    config = declared.get("config")
+    if isinstance(config, Mapping):
+        root = config.get("root")
+        if root is None:
+            root = default_config_root.format(service=name)
+        if isinstance(root, str) and root.startswith("/") and "\0" not in root:
+            paths.append(
+                HostPath(name, f"{base}:config:root", _normal(root), "config root", False)
+            )
+    return Footprint(name, tuple(paths), ())
+
+
+def _normal(path: str) -> str:
+    return "/" + posixpath.normpath(path).lstrip("/")
 
 
 def problems(

@@ -795,7 +795,11 @@ def _host_layout(pillar: Mapping[str, Any], root: PillarRoot) -> _HostLayout:
         try:
             prints[name] = layout.footprint(_validate_service(root, name, None))
         except SpecError:
-            continue
+            # It fails on its own, but its containers may still write where it says.
+            declared = root.services.get(name)
+            if isinstance(declared, Mapping):
+                merged = deep_merge(root.defaults, declared)
+                prints[name] = layout.raw_footprint(name, merged, DEFAULT_CONFIG_ROOT)
     host = _HostLayout(prints, layout.problems_by_service(prints.values(), root.allowed_host_paths))
     if key:
         while len(_LAYOUTS) >= _LAYOUTS_KEPT:

@@ -302,3 +302,62 @@ def test_putting_back_a_journaled_replica_refuses_a_data_path_turned_symlink(
     assert "symlink" in again.stdout, again.stdout
     assert containers(docker_client, service_name) == {}
     assert list(outside.iterdir()) == []
+
+
+def test_removing_a_service_forgets_what_an_interrupted_run_stopped(
+    minion, docker_client, demo_images, service_name, free_ports
+):
+    """After dockerops.remove, a later apply creates the service afresh instead
+    of bringing back a replica an old interrupted run had stopped in place."""
+    minion.set_pillar(
+        service_pillar(
+            service_name,
+            demo_images["repository"],
+            ports=[{"container": 8080, "host": free_ports(1)}],
+            update={"order": "stop-first"},
+        )
+    )
+    assert minion.run("dockerops.apply", service_name).returncode == 0
+    (old,) = containers(docker_client, service_name).values()
+    Ledger(state_dir(minion), service_name).stop_in_place(1, old.attrs)
+    old.remove(force=True)
+
+    assert minion.run("dockerops.remove", service_name).returncode == 0
+    assert Ledger(state_dir(minion), service_name).stopped_in_place() == {}
+    again = minion.run("dockerops.apply", service_name)
+    assert again.returncode == 0
+    assert "recovered" not in again.data[service_name]["changes"], again.data
+
+
+def test_a_pruned_config_version_is_never_mounted_empty(
+    minion, docker_client, demo_images, service_name, tmp_path
+):
+    """dockerd makes a missing bind source as an empty directory: putting back a
+    replica whose config version is gone must fail, not serve an empty config."""
+    allowed = tmp_path / "allowed"
+    pillar = service_pillar(
+        service_name,
+        demo_images["repository"],
+        config={
+            "path": "/etc/app",
+            "root": str(allowed / "config"),
+            "files": {"app.conf": {"contents": "one\n"}},
+        },
+        update={"order": "stop-first"},
+    )
+    pillar["dockerops"]["allowed_host_paths"] = [str(allowed)]
+    minion.set_pillar(pillar)
+    assert minion.run("state.apply", "dockerops").returncode == 0
+    (old,) = containers(docker_client, service_name).values()
+    version = old.labels["io.dockerops.config-version"]
+    Ledger(state_dir(minion), service_name).stop_in_place(1, old.attrs)
+    old.remove(force=True)
+    # The version it mounted is gone (pruned by an older release, or by hand).
+    for entry in (allowed / "config" / f"..{version}").iterdir():
+        entry.unlink()
+    (allowed / "config" / f"..{version}").rmdir()
+
+    again = minion.run("dockerops.apply", service_name)
+    assert again.returncode != 0
+    assert "does not exist" in again.stdout, again.stdout
+    assert not (allowed / "config" / f"..{version}").exists()

@@ -50,3 +50,88 @@ def test_check_commands() -> None:
     for bad in ("", "  ", [], ["nginx", ""], 5):
         with pytest.raises(SpecError, match="config:check"):
             load_service(pillar(bad), "web")
+
+
+def test_a_failed_reload_keeps_its_cause_when_the_daemon_goes_away(tmp_path: Any) -> None:
+    """The replica exits after the signal, then dockerd is gone while the config
+    is put back: the failure still names the cause and quotes the log."""
+    import itertools
+    from types import SimpleNamespace
+
+    from dockerops.config import ConfigStore, RenderedConfig, RenderedFile, version_of
+    from dockerops.configcheck import ReloadFailed, reload_replicas
+    from dockerops.errors import DockerUnavailable
+    from dockerops.host import Clock
+    from dockerops.plan import Action
+
+    allowed = str(tmp_path)
+    spec = load_service(
+        {
+            "dockerops": {
+                "allowed_host_paths": [allowed],
+                "services": {
+                    "web": {
+                        "image": "web",
+                        "config": {
+                            "path": "/etc/app",
+                            "root": f"{allowed}/web/config",
+                            "on_change": "signal:SIGHUP",
+                            "files": {"a": {"contents": "x"}},
+                        },
+                    }
+                },
+            }
+        },
+        "web",
+    )
+
+    def rendered(text: bytes) -> RenderedConfig:
+        files = [RenderedFile("a", text, 0o644)]
+        return RenderedConfig(tuple(files), version_of(files))
+
+    store = ConfigStore.of(spec)
+    old, new = rendered(b"old"), rendered(b"new")
+    store.write(old)
+    store.write(new)
+    store.activate(new.version)
+
+    class Host:
+        inspects = 0
+
+        def inspect(self, container_id: str) -> dict[str, Any]:
+            self.inspects += 1  # the baseline before the signal, then the watch
+            if self.inspects == 1:
+                return {"State": {"Status": "running"}, "RestartCount": 0}
+            if self.inspects == 2:
+                return {"State": {"Status": "exited", "ExitCode": 1}, "RestartCount": 0}
+            raise DockerUnavailable("inspecting web-1: Docker daemon unreachable")
+
+        def signal(self, *args: Any) -> None:
+            return None
+
+        def log_tail(self, *args: Any, **kwargs: Any) -> str:
+            return "nginx: [emerg] unknown directive"
+
+    ticks = itertools.count()
+    action = Action(
+        "signal",
+        "web-1",
+        1,
+        cast(Any, SimpleNamespace(config_version=new.version)),
+        cast(Any, SimpleNamespace(id="c1")),
+        signal="SIGHUP",
+        seen_version=old.version,
+    )
+    with pytest.raises(ReloadFailed) as failed:
+        reload_replicas(
+            cast(DockerHost, Host()),
+            spec,
+            [action],
+            0.0,
+            lambda *_: None,
+            [],
+            Clock(now=lambda: float(next(ticks)), sleep=lambda _s: None),
+        )
+    assert "web-1 exited with code 1" in str(failed.value)
+    assert "unknown directive" in str(failed.value)
+    assert any("could not put the config back" in step for step in failed.value.report.steps)

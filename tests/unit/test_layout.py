@@ -353,6 +353,27 @@ def test_an_invalid_other_service_does_not_block_this_one() -> None:
         load_service(p, "broken")
 
 
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param({"replicas": -1}, id="invalid-field"),
+        pytest.param(
+            {"tag": "1.0\n", "data": [{"host": "/srv/dockerops/shared"}]}, id="mount-invalid"
+        ),
+    ],
+)
+def test_an_invalid_other_service_still_counts_where_it_writes(broken: dict[str, Any]) -> None:
+    """Its containers may still run and write: its data mount still covers
+    another service's config root."""
+    other = {"image": "api", "data": [data("/srv/dockerops/shared")], **broken}
+    p = pillar(
+        {"web": {"image": "web", "config": config("/srv/dockerops/shared/web")}, "api": other}
+    )
+
+    with pytest.raises(SpecError, match="config:root: /srv/dockerops/shared/web lies inside"):
+        load_service(p, "web")
+
+
 def test_a_changed_pillar_is_not_served_from_the_cache() -> None:
     p = pillar(
         {"web": {"image": "web", "config": config("/srv/dockerops/a")}, "api": {"image": "api"}}
