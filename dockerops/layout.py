@@ -112,9 +112,7 @@ def raw_footprint(name: str, declared: Mapping[str, Any], default_config_root: s
         if root is None:
             root = default_config_root.format(service=name)
         if isinstance(root, str) and root.startswith("/") and "\0" not in root:
-            paths.append(
-                HostPath(name, f"{base}:config:root", _normal(root), "config root", False)
-            )
+            paths.append(HostPath(name, f"{base}:config:root", _normal(root), "config root", False))
     return Footprint(name, tuple(paths), ())
 
 
