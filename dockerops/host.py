@@ -263,11 +263,12 @@ class DockerHost:
             with translate_errors(f"starting the config check container for {label}"):
                 self.api.start(container_id)
             exit_code: int | None
-            try:
-                waited = self.api.wait(container_id, timeout=max(timeout, 1.0))
-                exit_code = int(waited.get("StatusCode", -1))
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-                exit_code = None  # still running after the timeout
+            with translate_errors(f"waiting for the config check of {label}"):
+                try:
+                    waited = self.api.wait(container_id, timeout=max(timeout, 1.0))
+                    exit_code = int(waited.get("StatusCode", -1))
+                except requests.exceptions.ReadTimeout:
+                    exit_code = None  # still running after the timeout
             output = self.log_tail(container_id)
         finally:
             self.remove(container_id, name, graceful=False)

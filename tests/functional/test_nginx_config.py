@@ -57,7 +57,9 @@ def nginx_pillar(
         "ports": [{"container": 80, "host": port}],
         "config": config,
         "healthcheck": nginx.HEALTHCHECK,
-        "update": {"health_timeout": "20s", "min_healthy_time": "1s"},
+        # Docker needs up to one interval more than interval x retries (plus the
+        # probes' own time) to call a replica unhealthy: hold long enough to see it.
+        "update": {"health_timeout": "20s", "min_healthy_time": "2500ms"},
     }
     return {
         "dockerops": {
