@@ -177,15 +177,20 @@ def converge(
     store = _store(spec)
     actions = plan(host, spec, version, state_dir)
     outcome = ServiceResult(spec.name, spec.replicas, actions)
-    if store is not None and rendered is not None and not config_reported:
-        current = store.current()
-        if current != rendered.version or not store.has(rendered.version):
-            outcome.config_changes = {
-                "version": {"old": current, "new": rendered.version},
-                "files": store.diff(rendered, known_secrets(host, spec)),
-            }
+    # The version ..data points at now: read once, it serves all three uses below.
+    previous_version = store.current() if store else None
+    if (
+        store is not None
+        and rendered is not None
+        and not config_reported
+        and (previous_version != rendered.version or not store.has(rendered.version))
+    ):
+        outcome.config_changes = {
+            "version": {"old": previous_version, "new": rendered.version},
+            "files": store.diff(rendered, known_secrets(host, spec)),
+        }
     # config_managed leaves a signal service's version for running to activate.
-    unpublished = store is not None and rendered is not None and store.current() != version
+    unpublished = store is not None and rendered is not None and previous_version != version
     if not actions and not outcome.config_changes and (test or not unpublished):
         return outcome
     if test:
@@ -193,7 +198,6 @@ def converge(
         return outcome
 
     notify = progress or (lambda _stage, _data: None)
-    previous_version = store.current() if store else None
     started = time.time()
     from_images = _from_images(actions)
     lock = RolloutLock(state_dir, spec.name)

@@ -68,6 +68,16 @@ def kill_once_replacement_exists(minion: Masterless, client, service, image, *ar
         proc.wait(timeout=30)
 
 
+def cut_after_stopping_in_place(minion: Masterless, client, service: str):
+    """A power cut right after the engine stopped the only replica in place
+    (dockerops.rollout._launch): its inspect journaled, the container gone,
+    no replacement yet. Returns the removed container."""
+    (old,) = containers(client, service).values()
+    Ledger(state_dir(minion), service).stop_in_place(1, old.attrs)
+    old.remove(force=True)
+    return old
+
+
 def running_images(client, service) -> dict[str, str]:
     return {
         name: c.labels["io.dockerops.image"]
@@ -193,10 +203,7 @@ def test_killed_between_stopping_in_place_and_creating_the_replacement(
         )
     )
     assert minion.run("dockerops.apply", service_name).returncode == 0
-    (old,) = containers(docker_client, service_name).values()
-    # Exactly what the engine does at that point (dockerops.rollout._launch).
-    Ledger(state_dir(minion), service_name).stop_in_place(1, old.attrs)
-    old.remove(force=True)
+    old = cut_after_stopping_in_place(minion, docker_client, service_name)
 
     again = minion.run("dockerops.apply", service_name)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -291,9 +298,7 @@ def test_putting_back_a_journaled_replica_refuses_a_data_path_turned_symlink(
     pillar["dockerops"]["allowed_host_paths"] = [str(allowed)]
     minion.set_pillar(pillar)
     assert minion.run("dockerops.apply", service_name).returncode == 0
-    (old,) = containers(docker_client, service_name).values()
-    Ledger(state_dir(minion), service_name).stop_in_place(1, old.attrs)
-    old.remove(force=True)
+    cut_after_stopping_in_place(minion, docker_client, service_name)
     data.rmdir()
     data.symlink_to(outside)
 
@@ -318,9 +323,7 @@ def test_removing_a_service_forgets_what_an_interrupted_run_stopped(
         )
     )
     assert minion.run("dockerops.apply", service_name).returncode == 0
-    (old,) = containers(docker_client, service_name).values()
-    Ledger(state_dir(minion), service_name).stop_in_place(1, old.attrs)
-    old.remove(force=True)
+    cut_after_stopping_in_place(minion, docker_client, service_name)
 
     assert minion.run("dockerops.remove", service_name).returncode == 0
     assert Ledger(state_dir(minion), service_name).stopped_in_place() == {}
@@ -348,10 +351,8 @@ def test_a_pruned_config_version_is_never_mounted_empty(
     pillar["dockerops"]["allowed_host_paths"] = [str(allowed)]
     minion.set_pillar(pillar)
     assert minion.run("state.apply", "dockerops").returncode == 0
-    (old,) = containers(docker_client, service_name).values()
+    old = cut_after_stopping_in_place(minion, docker_client, service_name)
     version = old.labels["io.dockerops.config-version"]
-    Ledger(state_dir(minion), service_name).stop_in_place(1, old.attrs)
-    old.remove(force=True)
     # The version it mounted is gone (pruned by an older release, or by hand).
     for entry in (allowed / "config" / f"..{version}").iterdir():
         entry.unlink()
