@@ -26,7 +26,9 @@ try:
         from dockerops import host as _host
         from dockerops import records as _records
         from dockerops import render as _render
-        from dockerops import rollout as _rollout
+        from dockerops import events as _events
+        from dockerops import fleet as _fleet
+        from dockerops import plan as _plan
         from dockerops import spec as _spec
         from dockerops import status as _status
     IMPORT_ERROR = "" if HAS_LIB else "the dockerops library is not installed"
@@ -48,6 +50,12 @@ def __virtual__():
             "saltutil.sync_all or salt-pip install dockerops)",
         )
     return __virtualname__
+
+
+def _privileged():
+    """Whether this minion lets pillar ask for privileged containers: the
+    minion option ``dockerops.allow_privileged`` (pillar alone cannot)."""
+    return bool(__opts__.get("dockerops.allow_privileged", False))
 
 
 def _docker():
@@ -83,8 +91,8 @@ def _test(test):
 
 def _progress(service):
     """Fire ``dockerops/rollout/<service>/<stage>`` events as a rollout moves."""
-    send = __salt__["event.send"] if _rollout.event_bus_listens(__opts__) else None
-    return _rollout.event_progress(send, service)
+    send = __salt__["event.send"] if _events.event_bus_listens(__opts__) else None
+    return _events.event_progress(send, service)
 
 
 def _shape(result, whole_return=False):
@@ -131,8 +139,10 @@ def services():
     Compare every pillar service with what runs on this host.
 
     Per service: image, desired and running replica counts, whether it is in
-    sync and the actions a state run would take. Containers of services no
-    longer in pillar are listed with ``orphaned: True``.
+    sync and the actions a state run would take. The dockerops containers of a
+    service not in this pillar (run by another minion config sharing the
+    daemon, or taken out of pillar) are listed with ``not_in_pillar: True``:
+    no state run touches them, and ``dockerops.remove <service>`` removes them.
 
     CLI Example:
 
@@ -140,12 +150,28 @@ def services():
 
         salt '*' dockerops.services
     """
-    specs = _spec.load_services(__pillar__)
+    specs = _spec.load_services(__pillar__, allow_privileged=_privileged())
     versions = {}
     for spec in specs:
         rendered = _render.render_service_config(spec, __salt__)
         versions[spec.name] = rendered.version if rendered else None
     return _status.services_overview(_docker(), specs, versions)
+
+
+def services_with_config():
+    """
+    The pillar services that have a config directory, sorted: ``config`` set on
+    the service or under ``dockerops:defaults`` (from any pillar file, such as
+    an environment's). The formula gives each a ``dockerops.config_managed``
+    state. Pillar is read, not validated: the states report its problems.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.services_with_config
+    """
+    return _spec.services_with_config(__pillar__)
 
 
 @_closes_clients
@@ -206,9 +232,13 @@ def apply(name=None, test=None, **kwargs):
     """
     jid = _jid(kwargs)
     if name is None:
-        specs = _spec.load_services(__pillar__)
+        specs = _spec.load_services(__pillar__, allow_privileged=_privileged())
     else:
-        specs = [_spec.load_service(__pillar__, _spec.check_service_name(name))]
+        specs = [
+            _spec.load_service(
+                __pillar__, _spec.check_service_name(name), allow_privileged=_privileged()
+            )
+        ]
     host = _docker()
     out = {}
     for spec in specs:
@@ -276,6 +306,7 @@ def rolling_update(
     only once its replacement has stayed healthy for ``min_healthy_time``.
 
     Returns ``result``, ``comment``, ``changes``, ``from`` and ``to`` (images),
+    ``now`` (the images running when it returns),
     ``duration`` (seconds), ``update`` (the order and parallelism used),
     ``steps``, ``rolled_back`` (after a failure), ``plan`` (under ``test``) and
     ``note`` (when ``tag`` is not pillar's). A failure returns
@@ -302,8 +333,8 @@ def rolling_update(
     overrides = {"update": update} if update else {}
     if tag is not None:
         overrides["tag"] = str(tag)
-    pillar_spec = _spec.load_service(__pillar__, name)
-    spec = _spec.load_service(__pillar__, name, overrides)
+    pillar_spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
+    spec = _spec.load_service(__pillar__, name, overrides, allow_privileged=_privileged())
     host = _docker()
     state_dir = _records.state_dir(__opts__)
     rendered = _render.render_service_config(spec, __salt__)
@@ -320,22 +351,30 @@ def rolling_update(
         jid=_jid(kwargs),
         history_keep=_records.history_keep(__opts__),
     )
-    out = _shape(result, whole_return=True)
-    out["from"] = running[0] if len(running) == 1 else running
-    out["to"] = spec.image_ref
-    out["duration"] = round(time.monotonic() - started, 2)
-    out["update"] = {"order": spec.update.order, "parallelism": spec.update.parallelism}
-    out["steps"] = result.steps
-    if result.rolled_back:
-        out["rolled_back"] = result.rolled_back
-    if test:
-        out["plan"] = _rollout.describe_plan(spec, result.actions)
+    shaped = _shape(result, whole_return=True)
+    note = None
     if spec.image_ref != pillar_spec.image_ref:
-        out["note"] = (
+        note = (
             f"{spec.image_ref} is not pillar's version ({pillar_spec.image_ref}): the next "
             "highstate will converge back to pillar's unless pillar is changed"
         )
-    return out
+    # One typed return, read back by the fleet runner (dockerops.fleet.HostRollout).
+    return _fleet.HostRollout(
+        result=shaped["result"],
+        comment=shaped["comment"],
+        changes=shaped["changes"],
+        test=shaped.get("test", False),
+        before=tuple(running),
+        to=spec.image_ref,
+        now=tuple(sorted({c.image for c in host.managed(name)})),
+        duration=round(time.monotonic() - started, 2),
+        order=spec.update.order,
+        parallelism=spec.update.parallelism,
+        steps=tuple(result.steps),
+        rolled_back=tuple(result.rolled_back),
+        plan=tuple(_plan.describe_plan(spec, result.actions)) if test else None,
+        note=note,
+    ).to_dict()
 
 
 @_closes_clients
@@ -360,7 +399,7 @@ def rollback(name, test=None, **kwargs):
         raise CommandExecutionError(f"no earlier good version of {name} in its history")
     target = good["to"]
     repository, _, tag = target.rpartition(":")
-    pillar_spec = _spec.load_service(__pillar__, name)
+    pillar_spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
     if repository != pillar_spec.image:
         raise CommandExecutionError(
             f"the last good version {target} is not of {pillar_spec.image}; roll it with "
@@ -420,7 +459,7 @@ def restart(name, rolling=True, test=None):
         salt '*' dockerops.restart web
         salt '*' dockerops.restart web rolling=False
     """
-    spec = _spec.load_service(__pillar__, name)
+    spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
     return _shape(
         _converge.restart_service(_docker(), spec, rolling=rolling, test=_test(test)),
         whole_return=True,

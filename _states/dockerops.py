@@ -34,13 +34,13 @@ try:
         from dockerops import config as _config
         from dockerops import configcheck as _configcheck
         from dockerops import converge as _converge
-        from dockerops import history as _history
         from dockerops import host as _host
-        from dockerops import ledger as _ledger
+        from dockerops import lock as _lock
         from dockerops import records as _records
         from dockerops import render as _render
-        from dockerops import rollout as _rollout
+        from dockerops import events as _events
         from dockerops import spec as _spec
+        from dockerops import status as _status
 except ImportError:
     HAS_LIB = False
 
@@ -53,6 +53,12 @@ def __virtual__():
     if not HAS_LIB:
         return (False, "dockerops: the dockerops library, docker and pydantic are required")
     return __virtualname__
+
+
+def _privileged():
+    """Whether this minion lets pillar ask for privileged containers: the
+    minion option ``dockerops.allow_privileged`` (pillar alone cannot)."""
+    return bool(__opts__.get("dockerops.allow_privileged", False))
 
 
 def _closes_clients(func):
@@ -116,13 +122,13 @@ def _rendered(spec):
 
 def _progress(service):
     """Fire ``dockerops/rollout/<service>/<stage>`` events as a rollout moves."""
-    send = __salt__["event.send"] if _rollout.event_bus_listens(__opts__) else None
-    return _rollout.event_progress(send, service)
+    send = __salt__["event.send"] if _events.event_bus_listens(__opts__) else None
+    return _events.event_progress(send, service)
 
 
 def _spec_of(name, overrides):
     overrides = {k: v for k, v in overrides.items() if not k.startswith("__")}
-    return _spec.load_service(__pillar__, name, overrides)
+    return _spec.load_service(__pillar__, name, overrides, allow_privileged=_privileged())
 
 
 def _fail(ret, err):
@@ -182,6 +188,11 @@ def running(name, **overrides):
     ret["changes"] = result.changes
     ret["comment"] = result.comment
     ret["result"] = result.result
+    # Where it answers now (a start-first rollout moves it to other host ports),
+    # from the containers the run listed anyway.
+    ports = _status.service_ports(result.listed) if result.result is True else []
+    if ports:
+        ret["comment"] += "\nports: " + ", ".join(ports)
     return ret
 
 
@@ -219,14 +230,16 @@ def config_managed(name, **overrides):
         current = store.current()
         # dockerops.running in this run need not report this version again.
         __context__[_config_key(name)] = rendered.version
-        if current == rendered.version and store.has(rendered.version):
+        ret["changes"] = _configcheck.config_change(
+            store,
+            rendered,
+            current,
+            lambda: _converge.known_secrets(_host.minion_host(__opts__, __context__), spec),
+        )
+        if not ret["changes"]:
             ret["comment"] = f"Config of {name} is at version {current}"
             return ret
         host = _host.minion_host(__opts__, __context__)
-        ret["changes"] = {
-            "version": {"old": current, "new": rendered.version},
-            "files": store.diff(rendered, _converge.known_secrets(host, spec)),
-        }
         if __opts__["test"]:
             ret["result"] = None
             ret["comment"] = f"Config of {name} would move to version {rendered.version}"
@@ -236,7 +249,7 @@ def config_managed(name, **overrides):
         signal = spec.config.signal
         state_dir = _records.state_dir(__opts__)
         # The service's record and its config root are a rollout's too: one writer at a time.
-        lock = _history.RolloutLock(state_dir, name)
+        lock = _lock.RolloutLock(state_dir, name)
         with lock.held(_jid(), "config change"):
             if lock.previous is not None:
                 ret["changes"]["recovered"] = [
@@ -251,9 +264,8 @@ def config_managed(name, **overrides):
                 state_dir,
                 _converge.known_secrets(host, spec),
                 activate=signal is None,
+                prune=True,
             )
-            ledger = _ledger.Ledger(state_dir, name)
-            store.prune(spec.config.keep, _converge.versions_in_use(host.managed(name), ledger))
     except _configcheck.ConfigCheckFailed as err:
         ret["changes"] = {}  # written, never activated
         return _fail(ret, err)
@@ -294,7 +306,7 @@ def absent(name, remove_config=False):
         _spec.check_service_name(name)
         store = removal = None
         if remove_config:
-            spec = _spec.load_service(__pillar__, name)
+            spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
             if spec.config_root:
                 store = _config.ConfigStore.of(spec)
                 # Refuses a root dockerops does not own, before anything is touched.

@@ -13,7 +13,10 @@ reload proven by health.
   one counts as having loaded the version only once it is still running, has
   not restarted, and stays healthy for ``min_healthy_time`` after the signal.
   Otherwise ``..data`` goes back to the version the replicas had loaded, every
-  replica already signalled is signalled again, and it raises.
+  replica already signalled is signalled again, and its report says it failed.
+- Publishing a version (:func:`config_change` to report it, :func:`publish`
+  to write, check and activate it, :func:`prune_versions` afterwards) is
+  written here once; ``config_managed`` and ``running`` both call it.
 - :func:`replica_logs`: a failed replica's last log lines, for the report.
 
 What the proof cannot see: an application that rejects a reload and keeps
@@ -31,9 +34,13 @@ from typing import Any
 
 from .config import ConfigError, ConfigStore, RenderedConfig, redact
 from .errors import DockerError
-from .host import POLL, Clock, DockerHost, HealthWatch
+from .events import Progress
+from .health import POLL, Clock, HealthWatch
+from .host import DockerHost
+from .ledger import Ledger
 from .plan import Action
 from .records import ServiceRecord
+from .replicas import LABEL_CONFIG_VERSION, ActualReplica
 from .spec import ServiceSpec
 
 # Seconds a check may run before it is killed and counts as failed.
@@ -41,8 +48,6 @@ CHECK_TIMEOUT = 60.0
 # Passing (image id, version) pairs remembered per service.
 _CHECKED_KEY = "config_checked"
 _REMEMBERED = 16
-
-Progress = Callable[[str, dict[str, Any]], None]
 
 
 class ConfigCheckFailed(ConfigError):
@@ -110,6 +115,26 @@ def ensure_checked(
     return f"config version {version} passed its check ({shown}, {run.seconds:.1f}s)"
 
 
+def config_change(
+    store: ConfigStore,
+    rendered: RenderedConfig,
+    current: str | None,
+    secrets: Callable[[], Iterable[str]],
+) -> dict[str, Any]:
+    """The ``changes`` entry publishing ``rendered`` makes (``{}``: none): the
+    version, old and new, and each file's diff, ``secrets()`` masked (asked
+    only when there is a change: finding them costs inspects).
+
+    ``current`` is the version ``..data`` points at now (``store.current()``).
+    """
+    if current == rendered.version and store.has(rendered.version):
+        return {}
+    return {
+        "version": {"old": current, "new": rendered.version},
+        "files": store.diff(rendered, list(secrets())),
+    }
+
+
 def publish(
     host: DockerHost,
     spec: ServiceSpec,
@@ -118,10 +143,12 @@ def publish(
     state_dir: str,
     secrets: Iterable[str] = (),
     activate: bool = True,
+    prune: bool = False,
 ) -> list[str]:
     """Write ``rendered``'s version, check it, then (with ``activate``) point
-    ``..data`` at it; the steps worth reporting. The one way a version is
-    published (``config_managed`` and ``running`` both call it).
+    ``..data`` at it, then (with ``prune``) drop unused versions; the steps
+    worth reporting. The one way a version is published (``config_managed``
+    and ``running`` both call it; ``running`` prunes once its replicas moved).
 
     A version that fails its check is left written but never activated.
     """
@@ -132,7 +159,32 @@ def publish(
         steps.append(checked)
     if activate:
         store.activate(rendered.version)
+    if prune:
+        prune_versions(spec, store, host.managed(spec.name), Ledger(state_dir, spec.name))
     return steps
+
+
+def prune_versions(
+    spec: ServiceSpec,
+    store: ConfigStore,
+    containers: list[ActualReplica],
+    ledger: Ledger,
+) -> None:
+    """Drop old config versions, keeping ``config.keep`` and every one in use
+    (:func:`versions_in_use`); ``containers`` are the service's containers now."""
+    assert spec.config is not None
+    store.prune(spec.config.keep, versions_in_use(containers, ledger))
+
+
+def versions_in_use(containers: list[ActualReplica], ledger: Ledger) -> set[str]:
+    """Config versions pruning must keep: those containers mount, and those
+    replicas an interrupted run stopped in place mount when they are put back."""
+    in_use = {c.config_version for c in containers if c.config_version}
+    for before in ledger.stopped_in_place().values():
+        labels = (before.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_CONFIG_VERSION):
+            in_use.add(str(labels[LABEL_CONFIG_VERSION]))
+    return in_use
 
 
 @dataclass
@@ -149,14 +201,12 @@ class ReloadReport:
     reverted: list[str] = field(default_factory=list)
     # The version ..data went back to, if it did.
     back_to: str | None = None
+    # Why a reload failed (with the replica's last log lines); None: all proven.
+    failure: str | None = None
 
-
-class ReloadFailed(DockerError):
-    """A signalled replica did not prove its reload (details in the message)."""
-
-    def __init__(self, message: str, report: ReloadReport) -> None:
-        super().__init__(message)
-        self.report = report
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
 
 
 def reload_replicas(
@@ -169,7 +219,10 @@ def reload_replicas(
     clock: Clock | None = None,
 ) -> ReloadReport:
     """Send each ``signal`` action's signal, ``update.parallelism`` replicas at a time,
-    each proven healthy for ``settle`` seconds afterwards (see module docstring)."""
+    each proven healthy for ``settle`` seconds afterwards (see module docstring).
+
+    The report's ``failure`` says why one did not, after the others were put back.
+    """
     assert spec.config is not None and spec.config_root is not None
     clock = clock or Clock()
     report = ReloadReport()
@@ -216,7 +269,7 @@ def reload_replicas(
         except DockerError as undo_err:
             # E.g. the daemon went away: keep the real cause, say what was not undone.
             report.steps.append(f"could not put the config back: {undo_err}")
-        raise ReloadFailed(f"{err}{logs}", report) from err
+        report.failure = f"{err}{logs}"
     return report
 
 

@@ -10,27 +10,34 @@ with ``on_change: restart`` replaces all its replicas at once.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import ConfigStore, RenderedConfig
 from .configcheck import (
-    ReloadFailed,
     ReloadReport,
+    config_change,
+    prune_versions,
     publish,
     reload_replicas,
     replica_logs,
 )
 from .errors import DockerError, NotFound, SpecError
-from .history import History, LockHeld, RolloutLock
-from .host import Clock, DockerHost, Wakeup
+from .events import Progress, Wakeup, quiet
+from .health import Clock, min_healthy_time
+from .history import History
+from .host import DockerHost
 from .ledger import Ledger
+from .lock import LockHeld, RolloutLock
 from .masking import redact
 from .plan import Action, plan_service
 from .records import DEFAULT_HISTORY_KEEP, DEFAULT_STATE_DIR, ServiceRecord, StateDirError
-from .replicas import LABEL_CONFIG_VERSION, ActualReplica, desired_replicas, secret_keys_of
-from .rollout import Progress, RolloutFailed, min_healthy_time, prove, replace
+from .replicas import ActualReplica, desired_replicas, secret_keys_of
+from .rollout import Rollout, RolloutFailed, RolloutReport, Slots, prove, replace
 from .spec import ServiceSpec, check_service_name
 
 
@@ -59,11 +66,25 @@ class ServiceResult:
     config_loaded: dict[str, str | None] = field(default_factory=dict)
     # What this run found left behind by an interrupted one, and what it did about it.
     recovered: list[str] = field(default_factory=list)
+    # Replicas now running under another name (start-first): replaced -> replacement.
+    running_as: dict[str, str] = field(default_factory=dict)
+    # The service's containers as the last plan listed them: what runs now,
+    # unless the run failed (see dockerops.status.service_ports).
+    listed: list[ActualReplica] = field(default_factory=list)
 
     @property
     def changes(self) -> dict[str, Any]:
+        """Per container, keyed by the name that runs now (a start-first
+        replacement names the container it replaced under ``container``)."""
         actions = self.done if self.result is False else self.actions
-        out: dict[str, Any] = {action.name: action.describe() for action in actions}
+        out: dict[str, Any] = {}
+        for action in actions:
+            change = action.describe()
+            name = self.running_as.get(action.name, action.name)
+            if name != action.name:
+                change["container"] = {"old": action.name, "new": name}
+            # A name removed then reused by a replacement shows both.
+            out.setdefault(name, {}).update(change)
         out.update(self.extra_changes)
         if self.config_changes:
             out["config"] = self.config_changes
@@ -137,15 +158,18 @@ def plan(
     spec: ServiceSpec,
     config_version: str | None = None,
     state_dir: str = DEFAULT_STATE_DIR,
+    listed: list[ActualReplica] | None = None,
 ) -> list[Action]:
-    """The container actions that would converge ``spec`` on ``host`` (reads only)."""
+    """The container actions that would converge ``spec`` on ``host`` (reads only).
+
+    ``listed``: the service's containers, if the caller has just listed them.
+    """
     signal = spec.config.signal if spec.config else None
     seen = ServiceRecord(state_dir, spec.name).config_seen() if signal else {}
     slots = desired_replicas(spec, config_version, spec.slots)
     proven = Ledger(state_dir, spec.name).proven()
-    return plan_service(
-        slots, host.managed(spec.name), seen, signal, count=spec.replicas, proven=proven
-    )
+    actual = host.managed(spec.name) if listed is None else listed
+    return plan_service(slots, actual, seen, signal, count=spec.replicas, proven=proven)
 
 
 def converge(
@@ -158,6 +182,7 @@ def converge(
     progress: Progress | None = None,
     jid: str | None = None,
     history_keep: int = DEFAULT_HISTORY_KEEP,
+    clock: Clock | None = None,
 ) -> ServiceResult:
     """Make ``host`` run ``spec`` (with ``rendered`` config). Under ``test`` touch nothing.
 
@@ -165,7 +190,8 @@ def converge(
     (and, unless testing, wrote) this config version; it is not reported twice.
     ``progress(stage, data)`` is told of each step (the Salt face fires events);
     ``jid`` goes into the rollout lock and the history, which keeps the
-    newest ``history_keep`` entries.
+    newest ``history_keep`` entries. ``clock`` keeps the time of the health
+    waits (a simulated one in tests); each wait ends early on Docker's events.
 
     The image is pulled before any container is touched; the service's rollout
     lock is held while acting; every run that changed containers is recorded in
@@ -175,20 +201,15 @@ def converge(
         raise ValueError(f"service {spec.name} has a config directory: pass its rendering")
     version = rendered.version if rendered else None
     store = _store(spec)
-    actions = plan(host, spec, version, state_dir)
-    outcome = ServiceResult(spec.name, spec.replicas, actions)
+    listed = host.managed(spec.name)
+    actions = plan(host, spec, version, state_dir, listed)
+    outcome = ServiceResult(spec.name, spec.replicas, actions, listed=listed)
     # The version ..data points at now: read once, it serves all three uses below.
     previous_version = store.current() if store else None
-    if (
-        store is not None
-        and rendered is not None
-        and not config_reported
-        and (previous_version != rendered.version or not store.has(rendered.version))
-    ):
-        outcome.config_changes = {
-            "version": {"old": previous_version, "new": rendered.version},
-            "files": store.diff(rendered, known_secrets(host, spec)),
-        }
+    if store is not None and rendered is not None and not config_reported:
+        outcome.config_changes = config_change(
+            store, rendered, previous_version, lambda: known_secrets(host, spec)
+        )
     # config_managed leaves a signal service's version for running to activate.
     unpublished = store is not None and rendered is not None and previous_version != version
     if not actions and not outcome.config_changes and (test or not unpublished):
@@ -197,7 +218,7 @@ def converge(
         outcome.result = None
         return outcome
 
-    notify = progress or (lambda _stage, _data: None)
+    notify = progress or quiet
     started = time.time()
     from_images = _from_images(actions)
     lock = RolloutLock(state_dir, spec.name)
@@ -222,10 +243,11 @@ def converge(
         from_images = _from_images(actions)
         _pull(host, spec, actions)
         settle = min_healthy_time(host, spec) if actions else 0.0
+        rollout = Rollout(host, spec, settle, ledger, notify, clock or Clock())
         notify("start", {"to": spec.image_ref, "actions": [f"{a.kind} {a.name}" for a in actions]})
         proofs = [a for a in actions if a.kind == "prove"]
         if proofs or ledger.stopped_in_place():
-            _recover(host, spec, proofs, ledger, outcome, settle, notify)
+            _recover(rollout, proofs, outcome)
             actions = plan(host, spec, version, state_dir)
             outcome.actions = proofs + actions
             _pull(host, spec, actions)
@@ -233,7 +255,7 @@ def converge(
             # Checked before ..data moves and before any replica is created or signalled.
             secrets = _secrets_if_reachable(host, spec)
             outcome.steps.extend(publish(host, spec, store, rendered, state_dir, secrets))
-        _execute(host, spec, actions, outcome, settle, notify, version, ledger)
+        _execute(rollout, actions, outcome, version)
     except (DockerError, SpecError) as err:
         outcome.result = False
         outcome.errors.append(redact(str(err), _secrets_if_reachable(host, spec)))
@@ -286,7 +308,8 @@ def converge(
     notify("done", {"result": outcome.result is not False, "rolled_back": outcome.rolled_back})
     if outcome.result is not False:
         try:
-            left = plan(host, spec, version, state_dir)
+            outcome.listed = host.managed(spec.name)
+            left = plan(host, spec, version, state_dir, outcome.listed)
         except DockerError as err:
             left = []
             outcome.result = False
@@ -300,22 +323,62 @@ def converge(
 
 
 def _execute(
-    host: DockerHost,
-    spec: ServiceSpec,
-    actions: list[Action],
-    outcome: ServiceResult,
-    settle: float,
-    notify: Progress,
-    config_version: str | None,
-    ledger: Ledger,
+    rollout: Rollout, actions: list[Action], outcome: ServiceResult, config_version: str | None
 ) -> None:
-    timeout = spec.update.health_timeout
+    """Carry out the plan: removals, new replicas, replacements, config signals.
+
+    Each step's report is folded into ``outcome`` (:func:`_fold`); a failed one
+    raises :class:`RolloutFailed` for :func:`converge` to handle like any error.
+    """
+    host, spec = rollout.host, rollout.spec
     for action in (a for a in actions if a.kind == "remove"):
         assert action.actual is not None
-        host.remove(action.actual.id, action.name)
+        stop = host.remove(action.actual.id, action.name)
+        if stop is not None:
+            rollout.ledger.record_stop(stop)
         outcome.steps.append(f"removed {action.name}")
         outcome.done.append(action)
 
+    _fold(outcome, _start_new(rollout, actions))
+
+    recreates = [a for a in actions if a.kind == "recreate"]
+    if recreates:
+        all_at_once = (
+            spec.config is not None
+            and spec.config.on_change == "restart"
+            and all(set(a.changed) == {"config"} for a in recreates)
+        )
+        slots = Slots.of(
+            desired_replicas(spec, config_version, spec.slots),
+            (c.index for c in host.managed(spec.name)),
+        )
+        with _woken(rollout) as woken:
+            _fold(outcome, replace(woken, recreates, slots, all_at_once))
+
+    signals = [a for a in actions if a.kind == "signal"]
+    if signals:
+        secrets = _secrets_if_reachable(host, spec)
+        _fold(
+            outcome, reload_replicas(host, spec, signals, rollout.settle, rollout.notify, secrets)
+        )
+
+
+@contextlib.contextmanager
+def _woken(rollout: Rollout) -> Iterator[Rollout]:
+    """``rollout`` whose waits end early when Docker reports an event for the service."""
+    wakeup = Wakeup(rollout.host, rollout.spec.name, rollout.clock.sleep)
+    try:
+        yield dataclasses.replace(rollout, clock=Clock(rollout.clock.now, wakeup.sleep))
+    finally:
+        wakeup.close()
+
+
+def _start_new(rollout: Rollout, actions: list[Action]) -> RolloutReport:
+    """Create or start the replicas of ``create``/``start`` actions; each must come up.
+
+    They replace nothing, so they start together.
+    """
+    host, spec, report = rollout.host, rollout.spec, RolloutReport()
     fresh: list[tuple[str, Action]] = []
     for action in (a for a in actions if a.kind in ("start", "create")):
         if action.kind == "start":
@@ -325,82 +388,47 @@ def _execute(
         else:
             assert action.desired is not None
             fresh.append((host.create(action.desired), action))
-        outcome.done.append(action)
-    # New replicas replace nothing, so they start together; each must come up.
+        report.carried_out.append(action)
     for container_id, action in fresh:
-        outcome.touched.add(container_id)
+        report.touched.add(container_id)
         since = 0 if action.kind == "create" else None
-        health = host.wait_healthy(container_id, action.name, timeout, settle, restarts=since)
+        health = host.wait_healthy(
+            container_id, action.name, spec.update.health_timeout, rollout.settle, restarts=since
+        )
         if not health.healthy:
             logs = replica_logs(host, container_id, action.name, spec.secret_values)
-            raise RolloutFailed(health.reason + logs)
-        ledger.prove(container_id)
-        outcome.steps.append(f"started {action.name} (healthy in {health.seconds:.1f}s)")
-        notify("replica", {"replica": action.name, "state": "healthy"})
-
-    recreates = [a for a in actions if a.kind == "recreate"]
-    if recreates:
-        all_at_once = (
-            spec.config is not None
-            and spec.config.on_change == "restart"
-            and all(set(a.changed) == {"config"} for a in recreates)
-        )
-        total = spec.slots
-        slots = {r.index: r for r in desired_replicas(spec, config_version, total)}
-        occupied = {c.index for c in host.managed(spec.name) if c.index is not None}
-        wakeup = Wakeup(host, spec.name)
-        try:
-            report = replace(
-                host,
-                spec,
-                recreates,
-                slots,
-                occupied,
-                settle,
-                all_at_once,
-                notify,
-                Clock(sleep=wakeup.sleep),
-                ledger,
-            )
-        except RolloutFailed as err:
-            if err.report is not None:
-                outcome.touched |= err.report.touched
-                outcome.steps.extend(err.report.steps)
-                outcome.rolled_back = err.report.rolled_back
-                outcome.previous_config = err.report.previous_config
-                back = set(err.report.rolled_back)
-                outcome.done.extend(
-                    r.action for r in err.report.replaced if r.action.name not in back and r.new_id
-                )
-            raise
-        finally:
-            wakeup.close()
-        outcome.touched |= report.touched
-        outcome.steps.extend(report.steps)
-        outcome.done.extend(recreates)
-
-    signals = [a for a in actions if a.kind == "signal"]
-    if signals:
-        try:
-            reloaded = reload_replicas(
-                host, spec, signals, settle, notify, _secrets_if_reachable(host, spec)
-            )
-        except ReloadFailed as err:
-            _reloaded(outcome, err.report)
-            raise
-        _reloaded(outcome, reloaded)
+            report.failure = health.reason + logs
+            return report
+        rollout.ledger.prove(container_id)
+        report.steps.append(f"started {action.name} (healthy in {health.seconds:.1f}s)")
+        rollout.notify("replica", {"replica": action.name, "state": "healthy"})
+    return report
 
 
-def _reloaded(outcome: ServiceResult, report: ReloadReport) -> None:
-    """Fold a signal reload's report into the outcome."""
+def _fold(outcome: ServiceResult, report: RolloutReport | ReloadReport) -> None:
+    """Fold one step's report into the service's result (the one place that does);
+    raise :class:`RolloutFailed` with its failure, if it failed."""
     outcome.touched |= report.touched
     outcome.steps.extend(report.steps)
-    outcome.done.extend(report.done)
-    outcome.config_loaded.update(report.loaded)
-    outcome.rolled_back.extend(report.reverted)
-    if report.back_to:
-        outcome.previous_config = report.back_to
-        outcome.steps.append(f"config back to version {report.back_to}")
+    if isinstance(report, RolloutReport):
+        outcome.done.extend(report.carried_out)
+        for item in report.done:
+            outcome.done.append(item.action)
+            if item.new_name != item.action.name:
+                outcome.running_as[item.action.name] = item.new_name
+        outcome.rolled_back.extend(report.rolled_back)
+        if not report.ok:
+            # The config the replaced replicas ran: where a failed run puts ..data back.
+            outcome.previous_config = report.previous_config
+    else:
+        outcome.done.extend(report.done)
+        outcome.config_loaded.update(report.loaded)
+        outcome.rolled_back.extend(report.reverted)
+        if report.back_to:
+            outcome.previous_config = report.back_to
+            outcome.steps.append(f"config back to version {report.back_to}")
+    if report.failure is not None:
+        raise RolloutFailed(report.failure)
 
 
 def _from_images(actions: list[Action]) -> list[str]:
@@ -419,15 +447,7 @@ def _pull(host: DockerHost, spec: ServiceSpec, actions: list[Action]) -> None:
         host.ensure_image(spec.image_ref, f"service {spec.name} replica {replicas}")
 
 
-def _recover(
-    host: DockerHost,
-    spec: ServiceSpec,
-    proofs: list[Action],
-    ledger: Ledger,
-    outcome: ServiceResult,
-    settle: float,
-    notify: Progress,
-) -> None:
+def _recover(rollout: Rollout, proofs: list[Action], outcome: ServiceResult) -> None:
     """Deal with what an interrupted run left behind, before anything else.
 
     Its unproven replicas (``prove`` actions) must prove themselves now, as
@@ -438,15 +458,13 @@ def _recover(
     :class:`RolloutFailed` when a leftover failed: the run ends failed, never
     "converged" onto an unproven version.
     """
+    host, spec, ledger, settle = rollout.host, rollout.spec, rollout.ledger, rollout.settle
     why = "left unproven by an interrupted run"
     failed = []
     verdicts = []
     if proofs:
-        wakeup = Wakeup(host, spec.name)
-        try:
-            verdicts = prove(host, spec, proofs, settle, Clock(sleep=wakeup.sleep))
-        finally:
-            wakeup.close()
+        with _woken(rollout) as woken:
+            verdicts = prove(woken, proofs)
     for action, verdict in verdicts:
         assert action.actual is not None and action.index is not None
         outcome.done.append(action)
@@ -455,7 +473,7 @@ def _recover(
             ledger.settle(action.index)
             outcome.recovered.append(f"{action.name}: {why}; proved healthy now")
             outcome.steps.append(f"proved {action.name} ({why})")
-            notify("replica", {"replica": action.name, "state": "healthy"})
+            rollout.notify("replica", {"replica": action.name, "state": "healthy"})
             continue
         logs = replica_logs(host, action.actual.id, action.name, spec.secret_values)
         host.remove(action.actual.id, action.name, graceful=False)
@@ -530,18 +548,7 @@ def _remember(
             elif container.id in old:
                 seen[container.id] = old[container.id]
         record.set_config_seen(seen)
-    store.prune(spec.config.keep, versions_in_use(containers, ledger))
-
-
-def versions_in_use(containers: list[ActualReplica], ledger: Ledger) -> set[str]:
-    """Config versions pruning must keep: those containers mount, and those
-    replicas an interrupted run stopped in place mount when they are put back."""
-    in_use = {c.config_version for c in containers if c.config_version}
-    for before in ledger.stopped_in_place().values():
-        labels = (before.get("Config") or {}).get("Labels") or {}
-        if labels.get(LABEL_CONFIG_VERSION):
-            in_use.add(str(labels[LABEL_CONFIG_VERSION]))
-    return in_use
+    prune_versions(spec, store, containers, ledger)
 
 
 def remove_service(

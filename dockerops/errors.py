@@ -19,6 +19,16 @@ class SpecError(SaltInvocationError):  # type: ignore[misc]
         super().__init__("invalid dockerops pillar:\n  " + "\n  ".join(self.problems))
 
 
+class ArgumentError(SpecError):
+    """Bad arguments to a function (a runner's ``batch=abc``), not bad pillar.
+    Every problem names the argument."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        head = "invalid argument: " if len(self.problems) == 1 else "invalid arguments:\n  "
+        SaltInvocationError.__init__(self, head + "\n  ".join(self.problems))
+
+
 class DockerError(CommandExecutionError):  # type: ignore[misc]
     """The Docker daemon refused or failed an operation."""
 

@@ -6,9 +6,7 @@ naming the service and replica concerned.
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-import threading
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from docker.types import LogConfig
 from . import safepath
 from .client import docker_client, translate_errors
 from .errors import DockerError, NotFound
+from .health import POLL, Clock, HealthReport, HealthWatch
 from .replicas import (
     LABEL_MANAGED,
     LABEL_SERVICE,
@@ -30,22 +29,15 @@ from .replicas import (
 )
 from .spec import check_service_name
 
+# Docker's grace period for a container created without a stop timeout.
 STOP_TIMEOUT = 10
+# Exit code of a process killed by SIGKILL (128 + 9).
+KILLED_EXIT_CODE = 137
 # Failure reports quote a container's last log lines, this many at most.
 LOG_LINES = 20
 LOG_BYTES = 4096
 # Marks a config check's throwaway container (never a replica: no service label).
 LABEL_CHECK = "io.dockerops.check"
-# Seconds between inspects while waiting on a container's health.
-POLL = 0.1
-
-
-@dataclass
-class Clock:
-    """Time for the health waits and the rollout loop (a fake one in tests)."""
-
-    now: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
 
 
 class DockerHost:
@@ -88,46 +80,88 @@ class DockerHost:
             self.api.pull(repository, tag=tag)
 
     def create(self, replica: DesiredReplica) -> str:
-        """Create and start ``replica``'s container; return its id."""
+        """Create and start ``replica``'s container; return its id.
+
+        Every input applies itself to the create call
+        (:meth:`DesiredReplica.create_call`); here only what needs the
+        daemon: the image pulled when missing, bind sources checked for
+        symlinks, the networks created when missing and joined.
+        """
         doing = f"service {replica.service} replica {replica.index} ({replica.name})"
         self.ensure_image(replica.image, doing)
-        port_bindings: dict[str, list[tuple[str, int] | tuple[str]]] = {}
-        for port in replica.ports:
-            binding = (port.host_ip, port.host_port) if port.host_port else (port.host_ip,)
-            port_bindings.setdefault(port.key, []).append(binding)
-        name, _, count = replica.restart_policy.partition(":")
-        for mount in replica.mounts:
+        call = replica.create_call()
+        for mount in call.mounts:
             _check_bind(mount.trusted_root, mount.host, mount.read_only, f"creating {doing}")
-        host_config = self.api.create_host_config(
-            port_bindings=port_bindings or None,
-            restart_policy={"Name": name, "MaximumRetryCount": int(count or 0)},
-            binds=[
-                f"{m.host}:{m.container}:{'ro' if m.read_only else 'rw'}" for m in replica.mounts
-            ]
-            or None,
-            log_config=LogConfig(type=replica.log_driver, config=dict(replica.log_options)),
-        )
+        joins = [(n.name, list(n.aliases)) for n in call.networks]
+        for network, _aliases in joins:
+            self.ensure_network(network, doing)
+        host_config = self.api.create_host_config(**call.host)
         with translate_errors(f"creating {doing}"):
             created = self.api.create_container(
                 image=replica.image,
                 name=replica.name,
-                command=list(replica.command) if replica.command is not None else None,
-                environment=dict(replica.env),
-                ports=[(p.container, p.protocol) for p in replica.ports] or None,
                 labels=replica.docker_labels(),
                 host_config=host_config,
-                healthcheck=replica.docker_healthcheck(),
+                networking_config=self._first_network(joins),
                 detach=True,
+                **call.container,
             )
         container_id = str(created["Id"])
+        self._start_joined(container_id, replica.name, joins[1:], doing)
+        return container_id
+
+    def _first_network(self, joins: list[tuple[str, list[str]]]) -> dict[str, Any] | None:
+        """The create call's networking config: the first network (Docker's
+        API before 1.44 takes one), with its aliases."""
+        if not joins:
+            return None
+        network, aliases = joins[0]
+        config: dict[str, Any] = self.api.create_networking_config(
+            {network: self.api.create_endpoint_config(aliases=aliases or None)}
+        )
+        return config
+
+    def _start_joined(
+        self, container_id: str, name: str, joins: list[tuple[str, list[str]]], doing: str
+    ) -> None:
+        """Join the remaining networks, then start; a container that cannot
+        (port taken, network gone...) is not left behind."""
         try:
+            for network, aliases in joins:
+                with translate_errors(f"connecting {doing} to network {network}"):
+                    self.api.connect_container_to_network(
+                        container_id, network, aliases=aliases or None
+                    )
             with translate_errors(f"starting {doing}"):
                 self.api.start(container_id)
         except Exception:
-            # A container that cannot start (port taken, ...) is not left behind.
-            self.remove(container_id, replica.name)
+            self.remove(container_id, name)
             raise
-        return container_id
+
+    def ensure_network(self, name: str, doing: str) -> None:
+        """Create the user-defined bridge network ``name`` unless it exists.
+
+        dockerops never removes a network: one may be shared with containers
+        it does not manage, and Docker refuses to remove one in use anyway.
+        """
+        with translate_errors(f"{doing}: listing networks"):
+            found = self.api.networks(names=[name])
+        if any(n.get("Name") == name for n in found):
+            return
+        try:
+            with translate_errors(f"{doing}: creating network {name}"):
+                self.api.create_network(
+                    name,
+                    driver="bridge",
+                    check_duplicate=True,
+                    labels={LABEL_MANAGED: "true"},
+                )
+        except DockerError:
+            # Created meanwhile by a concurrent run: fine if it is there now.
+            with translate_errors(f"{doing}: listing networks"):
+                found = self.api.networks(names=[name])
+            if not any(n.get("Name") == name for n in found):
+                raise
 
     def recreate_from(
         self, details: dict[str, Any], trusted_root: Callable[[str], str] | None = None
@@ -164,22 +198,24 @@ class DockerHost:
             "WorkingDir": config.get("WorkingDir"),
             "User": config.get("User"),
             "StopSignal": config.get("StopSignal"),
+            "StopTimeout": config.get("StopTimeout"),
             "HostConfig": host_config,
         }
+        joins = _joined_networks(details)
+        first = self._first_network(joins)
+        if first is not None:
+            body["NetworkingConfig"] = first
         with translate_errors(f"re-creating {name}"):
             created = self.api.create_container_from_config(body, name=name)
         container_id = str(created["Id"])
-        try:
-            with translate_errors(f"starting {name}"):
-                self.api.start(container_id)
-        except Exception:
-            self.remove(container_id, name)
-            raise
+        self._start_joined(container_id, name, joins[1:], f"re-creating {name}")
         return container_id
 
     def restart(self, container_id: str, name: str) -> None:
+        """Restart a container, waiting its own grace period (see :func:`stop_grace`)."""
+        grace = stop_grace(self.inspect(container_id))
         with translate_errors(f"restarting {name}"):
-            self.api.restart(container_id, timeout=STOP_TIMEOUT)
+            self.api.restart(container_id, timeout=grace)
 
     def signal(self, container_id: str, name: str, signal: str) -> None:
         with translate_errors(f"sending {signal} to {name}"):
@@ -278,20 +314,89 @@ class DockerHost:
         with translate_errors(f"starting {name}"):
             self.api.start(container_id)
 
-    def remove(self, container_id: str, name: str, graceful: bool = True) -> None:
-        """Stop (gracefully, unless told not to) and remove a container.
+    def remove(
+        self,
+        container_id: str,
+        name: str,
+        graceful: bool = True,
+        details: dict[str, Any] | None = None,
+    ) -> StopReport | None:
+        """Stop (gracefully, unless told not to) and remove a container; how it stopped.
 
-        A container that is gone already is fine. ``graceful=False`` is for
-        failed replacements: a crash-looping container is not waited for.
+        A container that is gone already is fine (None). ``graceful=False`` is
+        for failed replacements: a crash-looping container is not waited for
+        (None). See :meth:`stop` for ``details``.
         """
         try:
-            if graceful:
-                with translate_errors(f"stopping {name}"):
-                    self.api.stop(container_id, timeout=STOP_TIMEOUT)
+            stopped = self.stop(container_id, name, details) if graceful else None
             with translate_errors(f"removing {name}"):
                 self.api.remove_container(container_id, force=True)
         except NotFound:
-            return
+            return None
+        return stopped
+
+    def stop(
+        self, container_id: str, name: str, details: dict[str, Any] | None = None
+    ) -> StopReport:
+        """Stop a container within its own grace period, and say whether it had to be killed.
+
+        The grace period is the container's ``StopTimeout`` (:func:`stop_grace`),
+        read from ``details`` (an inspect the caller has) or a fresh inspect.
+        docker-py adds it to the HTTP timeout of the stop request. A stop that
+        took the whole grace period and left exit code 137 was a SIGKILL after
+        the stop signal went unheeded (a shell or server as PID 1 ignoring
+        SIGTERM): the operator should set ``init`` or ``stop_signal``.
+        """
+        grace = stop_grace(details if details is not None else self.inspect(container_id))
+        started = time.monotonic()
+        with translate_errors(f"stopping {name}"):
+            self.api.stop(container_id, timeout=grace)
+        took = time.monotonic() - started
+        with translate_errors(f"inspecting {name} after its stop"):
+            state = self.api.inspect_container(container_id).get("State") or {}
+        killed = took >= grace and state.get("ExitCode") == KILLED_EXIT_CODE
+        return StopReport(name, round(took, 2), grace, killed)
+
+
+def stop_grace(details: dict[str, Any]) -> int:
+    """A container's grace period: its ``Config.StopTimeout``, else Docker's 10 s."""
+    value = (details.get("Config") or {}).get("StopTimeout")
+    return value if isinstance(value, int) and value >= 0 else STOP_TIMEOUT
+
+
+@dataclass(frozen=True)
+class StopReport:
+    """How one container stopped: seconds taken, its grace period, killed after it?"""
+
+    container: str
+    seconds: float
+    grace: int
+    killed: bool
+
+    @property
+    def hint(self) -> str | None:
+        """What the operator should do about a stop that needed a kill."""
+        if not self.killed:
+            return None
+        return (
+            f"needed a kill after its {self.grace}s grace period: its PID 1 ignores the "
+            "stop signal; set init: true or stop_signal"
+        )
+
+
+def _joined_networks(details: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """The user-defined networks an inspected container joined, the one it
+    was created on first, each with the aliases it was given there (not the
+    container id Docker adds)."""
+    networks = (details.get("NetworkSettings") or {}).get("Networks") or {}
+    mode = str((details.get("HostConfig") or {}).get("NetworkMode") or "")
+    if mode not in networks:  # the default bridge, host, none...
+        return []
+    short_id = str(details.get("Id") or "")[:12]
+    order = [mode, *sorted(n for n in networks if n != mode)]
+    return [
+        (n, [a for a in (networks[n] or {}).get("Aliases") or [] if a != short_id]) for n in order
+    ]
 
 
 def _check_bind(trusted_root: str, host_path: str, read_only: bool, doing: str) -> None:
@@ -319,42 +424,6 @@ def _check_bind(trusted_root: str, host_path: str, read_only: bool, doing: str) 
         raise DockerError(f"{doing}: host path {host_path}: {err}") from err
 
 
-class Wakeup:
-    """Sleeps like ``time.sleep``, but wakes as soon as Docker reports an event
-    (a health status, a start, a die...) for one service's containers.
-
-    The rollout loop polls with it: it notices a replacement turning healthy
-    or unhealthy at once instead of up to a poll interval later, and still
-    polls when no event comes. Without an events stream it just sleeps.
-    """
-
-    def __init__(self, host: DockerHost, service: str) -> None:
-        self._woken = threading.Event()
-        self._stream: Any = None
-        try:
-            self._stream = host.api.events(
-                filters={"type": "container", "label": f"{LABEL_SERVICE}={service}"},
-                decode=True,
-            )
-        except Exception:
-            return
-        threading.Thread(target=self._pump, name=f"dockerops-events-{service}", daemon=True).start()
-
-    def _pump(self) -> None:
-        with contextlib.suppress(Exception):  # a closed or broken stream ends it
-            for _event in self._stream:
-                self._woken.set()
-
-    def sleep(self, seconds: float) -> None:
-        self._woken.wait(seconds)
-        self._woken.clear()
-
-    def close(self) -> None:
-        if self._stream is not None:
-            with contextlib.suppress(Exception):
-                self._stream.close()
-
-
 @dataclass(frozen=True)
 class CheckRun:
     """One run of a check command: its exit code (None: killed at the timeout)."""
@@ -371,77 +440,6 @@ def bounded_tail(raw: bytes | str, lines: int = LOG_LINES, max_bytes: int = LOG_
     if len(kept) > max_bytes:
         kept = b"..." + kept[-max_bytes:]
     return kept.decode("utf-8", errors="replace")
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    healthy: bool
-    reason: str
-    seconds: float
-
-
-@dataclass
-class HealthWatch:
-    """Judges one container's successive inspects: does it count as healthy yet?
-
-    It counts once Docker reports it ``healthy`` (the image's HEALTHCHECK or the
-    spec's), or, without a healthcheck, running, and it then stays so, without
-    a restart, for ``min_healthy_time`` (at least a second without a
-    healthcheck, so an instant crash is not taken for success). It fails on a
-    restart, an exit, ``unhealthy``, losing health, or ``timeout`` seconds
-    after ``started`` without being healthy. Pure: the caller inspects and
-    keeps the time.
-    """
-
-    name: str
-    timeout: float
-    min_healthy_time: float
-    started: float
-    restarts: int | None = None
-    healthy_since: float | None = None
-
-    @property
-    def healthy(self) -> bool:
-        """Whether Docker reports it healthy (it may still be proving itself)."""
-        return self.healthy_since is not None
-
-    def observe(self, details: dict[str, Any], now: float) -> HealthReport | None:
-        """The verdict from one inspect taken at ``now``; None: undecided yet."""
-        state = details.get("State") or {}
-        took = now - self.started
-        count = int(details.get("RestartCount") or 0)
-        if self.restarts is None:
-            self.restarts = count
-        if count > self.restarts or state.get("Restarting"):
-            return HealthReport(False, f"{self.name} restarted (crash loop)", took)
-        if state.get("Status") in ("exited", "dead"):
-            return HealthReport(
-                False, f"{self.name} exited with code {state.get('ExitCode')}", took
-            )
-        has_check = _has_healthcheck(details)
-        health = (state.get("Health") or {}).get("Status") if has_check else None
-        if health == "unhealthy":
-            return HealthReport(False, f"{self.name} became unhealthy", took)
-        if state.get("Status") == "running" and (not has_check or health == "healthy"):
-            if self.healthy_since is None:
-                self.healthy_since = now
-            settle = self.min_healthy_time if has_check else max(self.min_healthy_time, 1.0)
-            if now - self.healthy_since >= settle:
-                return HealthReport(True, f"{self.name} healthy", took)
-            return None
-        if self.healthy_since is not None:
-            return HealthReport(False, f"{self.name} stopped being healthy", took)
-        if took > self.timeout:
-            what = f"health: {health}" if has_check else f"state: {state.get('Status')}"
-            return HealthReport(
-                False, f"{self.name} not healthy within {self.timeout:g}s ({what})", took
-            )
-        return None
-
-
-def _has_healthcheck(details: dict[str, Any]) -> bool:
-    test = ((details.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
-    return bool(test) and test[0] != "NONE"
 
 
 def minion_host(opts: Any, context: MutableMapping[str, Any]) -> DockerHost:

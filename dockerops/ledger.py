@@ -13,7 +13,12 @@ replacement exists. Its ``inspect`` is journaled here first, so a run killed
 in between can put it back; the journal is cleared when the run that wrote it
 ends, so what is found in it was left by an interrupted run.
 
-Both live in the service's record (``<state_dir>/services/<service>.json``,
+The last stop of one of its replicas is kept too (how long it took, whether
+it had to be killed after its grace period), for ``dockerops.status``: the
+container is gone by then, and a kill is what tells the operator to set
+``init`` or ``stop_signal``.
+
+All live in the service's record (``<state_dir>/services/<service>.json``,
 written atomically, mode 0600: an inspect holds the container's env).
 """
 
@@ -22,10 +27,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .host import StopReport
 from .records import ServiceRecord
 
 PROVEN = "proven"
 STOPPED_IN_PLACE = "stopped_in_place"
+LAST_STOP = "last_stop"
 
 
 class Ledger:
@@ -107,3 +114,39 @@ class Ledger:
         else:
             journal.pop(slot, None)
         self._update(STOPPED_IN_PLACE, {str(k): v for k, v in journal.items()})
+
+    def record_stop(self, stop: StopReport) -> None:
+        """Remember ``stop`` as the service's last replica stop."""
+        self._update(
+            LAST_STOP,
+            {
+                "container": stop.container,
+                "seconds": stop.seconds,
+                "grace": stop.grace,
+                "killed": stop.killed,
+            },
+        )
+
+    def last_stop(self) -> dict[str, Any] | None:
+        """The last stop :meth:`record_stop` remembered (with its hint), or None."""
+        value = self._load().get(LAST_STOP)
+        if not isinstance(value, dict):
+            return None
+        try:
+            stop = StopReport(
+                str(value["container"]),
+                float(value["seconds"]),
+                int(value["grace"]),
+                bool(value["killed"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        out: dict[str, Any] = {
+            "container": stop.container,
+            "seconds": stop.seconds,
+            "grace": stop.grace,
+            "killed": stop.killed,
+        }
+        if stop.hint:
+            out["hint"] = stop.hint
+        return out

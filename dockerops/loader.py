@@ -15,6 +15,7 @@ _KINDS = {
     "states": "_states",
     "grains": "_grains",
     "runners": "_runners",
+    "output": "_output",
 }
 
 

@@ -6,9 +6,12 @@ The same plan serves ``test=True``, the state's ``changes`` and the executor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .replicas import ActualReplica, DesiredReplica
+
+if TYPE_CHECKING:
+    from .spec import ServiceSpec
 
 ActionKind = Literal["prove", "create", "recreate", "start", "remove", "signal"]
 
@@ -161,3 +164,24 @@ def plan_service(
                     )
                 )
     return actions
+
+
+def describe_plan(spec: ServiceSpec, actions: list[Action]) -> list[str]:
+    """The rollout plan in words: which replicas, in what order, from what to what."""
+    lines = [f"{a.kind} {a.name}" for a in actions if a.kind not in ("recreate", "signal")]
+    recreates = [a for a in actions if a.kind == "recreate"]
+    size = spec.update.parallelism
+    for number, start in enumerate(range(0, len(recreates), size), 1):
+        batch = recreates[start : start + size]
+        parts = []
+        for action in batch:
+            assert action.actual is not None and action.desired is not None
+            others = [c for c in action.changed if c != "image"]
+            change = ", ".join(others)
+            if "image" in action.changed:
+                image = f"{action.actual.image} -> {action.desired.image}"
+                change = image + (f"; {change}" if change else "")
+            parts.append(f"{action.name} ({change})")
+        lines.append(f"batch {number} ({spec.update.order}): " + "; ".join(parts))
+    lines.extend(f"{a.kind} {a.name}" for a in actions if a.kind == "signal")
+    return lines

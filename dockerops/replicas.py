@@ -8,19 +8,33 @@ list call: no per-container inspect, no throwaway container.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .inputs import (
+    INPUTS,
+    LABEL_ENVIRONMENT,
+    CreateCall,
+    Mount,
+    PublishedPort,
+    service_inputs,
+    slot_ports,
+)
 from .spec import ServiceSpec
+
+# Re-exported: callers name them from here.
+__all__ = ["LABEL_ENVIRONMENT", "Mount", "PublishedPort"]
 
 LABEL_PREFIX = "io.dockerops"
 LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
 LABEL_SERVICE = f"{LABEL_PREFIX}.service"
+# The slot a container occupies (1..replicas, then start-first spares).
+LABEL_SLOT = f"{LABEL_PREFIX}.slot"
+# The same, under the name earlier releases gave it: still read, still written.
 LABEL_REPLICA = f"{LABEL_PREFIX}.replica"
-LABEL_ENVIRONMENT = f"{LABEL_PREFIX}.environment"
 LABEL_IMAGE = f"{LABEL_PREFIX}.image"
 LABEL_SPEC_HASH = f"{LABEL_PREFIX}.spec-hash"
 # The config version the container was created with (see dockerops.config).
@@ -36,50 +50,75 @@ _HEALTH_RE = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 
 
 @dataclass(frozen=True)
-class PublishedPort:
-    container: int
-    protocol: str
-    host_ip: str
-    host_port: int | None
-
-    @property
-    def key(self) -> str:
-        return f"{self.container}/{self.protocol}"
-
-
-@dataclass(frozen=True)
-class Mount:
-    host: str
-    container: str
-    read_only: bool
-    # The allow-list root ``host`` lies under: below it, no component of
-    # ``host`` may be a symlink (dockerd would follow it). Not a container input.
-    trusted_root: str = field(default="/", compare=False)
-
-
-@dataclass(frozen=True)
 class DesiredReplica:
-    """One container as it should be."""
+    """One slot's container as it should be.
+
+    ``values`` holds every input's value (see :mod:`dockerops.inputs`), shared
+    by all the service's slots; a slot differs only by its name, its slot
+    number and its published host ports.
+    """
 
     service: str
     index: int
     name: str
     image: str
-    command: tuple[str, ...] | None
-    # Kept out of repr: env values may be credentials and must not reach logs.
-    env: tuple[tuple[str, str], ...] = field(repr=False)
-    ports: tuple[PublishedPort, ...]
-    labels: tuple[tuple[str, str], ...]
-    restart_policy: str
     inputs: tuple[tuple[str, str], ...]
     spec_hash: str
-    mounts: tuple[Mount, ...] = ()
-    log_driver: str = "json-file"
-    log_options: tuple[tuple[str, str], ...] = ()
-    healthcheck: tuple[tuple[str, Any], ...] | None = None
+    # Kept out of repr and comparisons: env values may be credentials, and the
+    # hashes above already say whether two replicas are made the same.
+    values: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     config_version: str | None = None
     config_live: bool = False
     secret_keys: tuple[str, ...] = ()
+
+    @property
+    def command(self) -> tuple[str, ...] | None:
+        command: tuple[str, ...] | None = self.values["command"]
+        return command
+
+    @property
+    def env(self) -> tuple[tuple[str, str], ...]:
+        env: tuple[tuple[str, str], ...] = self.values["env"]
+        return env
+
+    @property
+    def ports(self) -> tuple[PublishedPort, ...]:
+        return slot_ports(self.values["ports"], self.index)
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        labels: tuple[tuple[str, str], ...] = self.values["labels"]
+        return labels
+
+    @property
+    def restart_policy(self) -> str:
+        return str(self.values["restart_policy"])
+
+    @property
+    def mounts(self) -> tuple[Mount, ...]:
+        mounts: tuple[Mount, ...] = self.values["mounts"]
+        return mounts
+
+    @property
+    def log_driver(self) -> str:
+        return str(self.values["logging"][0])
+
+    @property
+    def log_options(self) -> tuple[tuple[str, str], ...]:
+        options: tuple[tuple[str, str], ...] = self.values["logging"][1]
+        return options
+
+    @property
+    def healthcheck(self) -> tuple[tuple[str, Any], ...] | None:
+        check: tuple[tuple[str, Any], ...] | None = self.values["healthcheck"]
+        return check
+
+    def create_call(self) -> CreateCall:
+        """Docker's create call for this slot's container (every input applied)."""
+        call = CreateCall(self.index)
+        for entry in INPUTS:
+            entry.apply(self.values[entry.name], call)
+        return call
 
     def docker_labels(self) -> dict[str, str]:
         labels = dict(self.labels)
@@ -87,6 +126,8 @@ class DesiredReplica:
             {
                 LABEL_MANAGED: "true",
                 LABEL_SERVICE: self.service,
+                LABEL_SLOT: str(self.index),
+                # Read by earlier releases (a downgrade must not orphan the container).
                 LABEL_REPLICA: str(self.index),
                 LABEL_IMAGE: self.image,
                 LABEL_SPEC_HASH: self.spec_hash,
@@ -104,7 +145,7 @@ class DesiredReplica:
 
 @dataclass(frozen=True)
 class ActualReplica:
-    """One container as the daemon's list call reports it."""
+    """One container as the daemon's list call reports it (``index``: its slot)."""
 
     id: str
     name: str
@@ -120,6 +161,9 @@ class ActualReplica:
     # Secret env names from LABEL_SECRET_KEYS; None on containers created
     # before that label existed.
     secret_keys: tuple[str, ...] | None = field(default=None, compare=False)
+    # What it publishes now, ``host_ip:host_port->container_port/proto`` (the
+    # list call reports the bindings of running containers only).
+    published: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def health(self) -> str | None:
@@ -134,128 +178,40 @@ def container_name(service: str, index: int) -> str:
     return f"{service}-{index}"
 
 
-def _digest(value: Any) -> str:
-    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _nanoseconds(seconds: float) -> int:
-    return round(seconds * 1e9)
-
-
 def desired_replicas(
     spec: ServiceSpec, config_version: str | None = None, slots: int | None = None
 ) -> list[DesiredReplica]:
     """The container for each slot 1..``slots`` (default: the replica count).
 
     Slot i is container ``<service>-i`` publishing host port ``host + i - 1``;
-    every slot's container has the same ``spec_hash``. Callers that roll
+    every slot's container has the same ``spec_hash`` (the inputs are valued
+    and hashed once, :func:`dockerops.inputs.service_inputs`). Callers that roll
     start-first pass ``spec.slots``. ``config_version`` is the
     version of the service's config directory to run (see :mod:`dockerops.config`).
     """
-    env = tuple(sorted(spec.all_env.items()))
-    labels = tuple(sorted({**spec.labels, LABEL_ENVIRONMENT: spec.environment}.items()))
-    command = tuple(spec.command) if spec.command is not None else None
-    mounts = [Mount(d.host, d.container, d.read_only, spec.trusted_root(d.host)) for d in spec.data]
-    config_input: Any = None
-    if spec.config is not None:
-        root = spec.config_root
-        assert root is not None
-        if spec.config.live:
-            # The live view: new versions reach the replica through ..data.
-            mounts.append(Mount(root, spec.config.path, True, spec.trusted_root(root)))
-            config_input = ["live", root, spec.config.path]
-        else:
-            if config_version is None:
-                raise ValueError(f"service {spec.name}: the config version is not known")
-            pinned = f"{root}/..{config_version}"
-            mounts.append(Mount(pinned, spec.config.path, True, spec.trusted_root(root)))
-            config_input = ["pinned", root, spec.config.path, config_version]
-    healthcheck = None
-    if spec.healthcheck is not None:
-        check = spec.healthcheck
-        healthcheck = (
-            ("interval", _nanoseconds(check.interval)),
-            ("retries", check.retries),
-            ("start_period", _nanoseconds(check.start_period)),
-            ("test", check.docker_test),
-            ("timeout", _nanoseconds(check.timeout)),
+    made = service_inputs(spec, config_version)
+    return [
+        DesiredReplica(
+            service=spec.name,
+            index=index,
+            name=container_name(spec.name, index),
+            image=spec.image_ref,
+            inputs=made.digests,
+            spec_hash=made.spec_hash,
+            values=made.values,
+            config_version=config_version if spec.config is not None else None,
+            config_live=bool(spec.config and spec.config.live),
+            secret_keys=tuple(sorted(spec.secrets)),
         )
-    log_options = tuple(sorted(spec.logging.effective_options.items()))
-    out = []
-    for index in range(1, (spec.replicas if slots is None else slots) + 1):
-        ports = tuple(
-            PublishedPort(
-                container=port.container,
-                protocol=port.protocol,
-                host_ip=str(port.host_ip),
-                host_port=None if port.host is None else port.host + index - 1,
-            )
-            for port in spec.ports
-        )
-        # Each input that forces a recreate when it changes, hashed on its own.
-        inputs = {
-            "image": _digest(spec.image_ref),
-            "command": _digest(command),
-            "env": _digest(sorted(spec.env.items())),
-            # The port pool, not this slot's port: all slots are interchangeable.
-            "ports": _digest(
-                [[p.container, p.protocol, str(p.host_ip), p.host] for p in spec.ports]
-            ),
-            "labels": _digest(labels),
-            "restart_policy": _digest(spec.restart_policy),
-        }
-        # Inputs that did not exist in earlier releases are only hashed when
-        # set, so adding them never changes the hash of existing containers.
-        optional = {
-            "secrets": sorted(spec.secrets.items()) or None,
-            "mounts": [
-                {"host": m.host, "container": m.container, "read_only": m.read_only}
-                for m in mounts
-                if m.container != _config_path(spec)
-            ]
-            or None,
-            "config": config_input,
-            "logging": [spec.logging.driver, log_options],
-            "healthcheck": [list(pair) for pair in healthcheck] if healthcheck else None,
-        }
-        for key, value in optional.items():
-            if value is not None:
-                inputs[key] = _digest(value)
-        out.append(
-            DesiredReplica(
-                service=spec.name,
-                index=index,
-                name=container_name(spec.name, index),
-                image=spec.image_ref,
-                command=command,
-                env=env,
-                ports=ports,
-                labels=labels,
-                restart_policy=spec.restart_policy,
-                inputs=tuple(sorted(inputs.items())),
-                spec_hash=_digest(inputs),
-                mounts=tuple(mounts),
-                log_driver=spec.logging.driver,
-                log_options=log_options,
-                healthcheck=healthcheck,
-                config_version=config_version if spec.config is not None else None,
-                config_live=bool(spec.config and spec.config.live),
-                secret_keys=tuple(sorted(spec.secrets)),
-            )
-        )
-    return out
-
-
-def _config_path(spec: ServiceSpec) -> str | None:
-    return spec.config.path if spec.config is not None else None
+        for index in range(1, (spec.replicas if slots is None else slots) + 1)
+    ]
 
 
 def actual_from_list_entry(entry: dict[str, Any]) -> ActualReplica:
     """Build an :class:`ActualReplica` from one entry of the container list API."""
     labels = entry.get("Labels") or {}
     try:
-        index: int | None = int(labels.get(LABEL_REPLICA, ""))
+        index: int | None = int(labels.get(LABEL_SLOT) or labels.get(LABEL_REPLICA, ""))
     except ValueError:
         index = None
     try:
@@ -276,7 +232,27 @@ def actual_from_list_entry(entry: dict[str, Any]) -> ActualReplica:
         environment=str(labels.get(LABEL_ENVIRONMENT, "")),
         config_version=str(labels.get(LABEL_CONFIG_VERSION, "")),
         secret_keys=secret_keys_of(labels),
+        published=published_of(entry),
     )
+
+
+def published_of(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The host ports one entry of the container list API says it publishes,
+    ``host_ip:host_port->container_port/proto``, by host port."""
+    found = set()
+    for port in entry.get("Ports") or []:
+        if isinstance(port, dict) and isinstance(port.get("PublicPort"), int):
+            address = str(port.get("IP") or "0.0.0.0")
+            if ":" in address:  # IPv6
+                address = f"[{address}]"
+            found.add(
+                (
+                    port["PublicPort"],
+                    f"{address}:{port['PublicPort']}->"
+                    f"{port.get('PrivatePort')}/{port.get('Type') or 'tcp'}",
+                )
+            )
+    return tuple(text for _port, text in sorted(found))
 
 
 def secret_keys_of(labels: dict[str, Any]) -> tuple[str, ...] | None:

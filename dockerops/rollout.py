@@ -5,52 +5,123 @@ replacement in a free slot (a spare host port) and stops the replica it
 replaces only once the replacement counts, so capacity never drops below the
 replica count; ``stop-first`` replaces in place and dips by at most
 ``parallelism``. A replacement counts when Docker reports it healthy and it
-stays so, without restarting, for ``min_healthy_time``. Start-first overlaps
-one batch's ``min_healthy_time`` with the start of the next ones (up to
-``PIPELINE`` batches in flight, hence :meth:`UpdateSpec.spares`), so the hold
-costs no more wall time than Swarm's unheld monitor period, without counting a
-replica early. The first failure (not
-healthy in time, unhealthy, exited, crash loop) stops the rollout; with
-``update.rollback`` every replica already replaced is put back exactly as it
-was (from its inspect), newest first, each health-gated the same way, without
-ever stopping a replica before its predecessor is back where the slot allows.
+stays so, without restarting, for ``min_healthy_time`` (:mod:`dockerops.health`).
+Start-first overlaps one batch's ``min_healthy_time`` with the start of the
+next ones (up to ``PIPELINE`` batches in flight, hence :meth:`UpdateSpec.spares`),
+so the hold costs no more wall time than Swarm's unheld monitor period,
+without counting a replica early.
+
+Old replicas retire in the background: once a batch counts, the replicas it
+replaces are stopped and removed on threads of their own while the rollout
+goes on, so an image whose PID 1 ignores SIGTERM (every stop waits its whole
+grace period, then Docker kills it) costs one grace period per rollout, not one
+per replica. A slot is free again only once its old replica is gone, and the
+rollout ends only once every retirement has.
+
+The first failure (not healthy in time, unhealthy, exited, crash loop) stops
+the rollout; with ``update.rollback`` every replica already replaced is put
+back exactly as it was (from its inspect), newest first, each health-gated the
+same way, without ever stopping a replica before its predecessor is back where
+the slot allows. Either way :func:`replace` returns its :class:`RolloutReport`.
 """
 
 from __future__ import annotations
 
-import glob
-import itertools
-import logging
-import os
+import functools
+import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from .configcheck import replica_logs
-from .errors import DockerError, NotFound, SpecError
-from .host import POLL, Clock, DockerHost, HealthReport, HealthWatch
+from .errors import DockerError, NotFound
+from .events import Progress, quiet
+from .health import POLL, Clock, HealthReport, HealthWatch
+from .host import DockerHost, StopReport
 from .ledger import Ledger
 from .plan import Action
 from .replicas import DesiredReplica
-from .spec import PILLAR_KEY, PIPELINE, ServiceSpec
+from .spec import PIPELINE, ServiceSpec
 
-Progress = Callable[[str, dict[str, Any]], None]
-log = logging.getLogger(__name__)
-
-# Docker's defaults for a HEALTHCHECK that leaves them unset.
-_DEFAULT_INTERVAL = 30.0
-_DEFAULT_RETRIES = 3
-# Without a healthcheck, a replacement must at least keep running this long.
-NO_HEALTHCHECK_SETTLE = 1.0
+T = TypeVar("T")
 
 
 class RolloutFailed(DockerError):
-    """A replacement did not become healthy (details in the message)."""
+    """A replica did not become healthy (details in the message)."""
 
-    def __init__(self, message: str, report: RolloutReport | None = None) -> None:
-        super().__init__(message)
-        self.report = report
+
+class Background(Generic[T]):
+    """One call on a thread of its own; the rollout loop polls whether it ended.
+
+    docker-py's client is safe for concurrent requests (a pooled connection
+    per request), so old replicas stop while the loop keeps inspecting.
+    """
+
+    def __init__(self, call: Callable[[], T], name: str) -> None:
+        self._call = call
+        self._result: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._call()
+        except BaseException as err:  # handed to the loop by result()
+            self._error = err
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> T:
+        """The call's return (it has ended: see :attr:`done`); raises what it raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._result)
+
+
+Removal = Background[StopReport | None]
+Spawn = Callable[[Callable[[], StopReport | None], str], Removal]
+
+
+@dataclass
+class Rollout:
+    """What every step of one service's rollout works with."""
+
+    host: DockerHost
+    spec: ServiceSpec
+    # Seconds a replacement must stay healthy to count (min_healthy_time).
+    settle: float
+    # Records proven replicas, in-place stops and the last stop (dockerops.ledger).
+    ledger: Ledger
+    notify: Progress = quiet
+    clock: Clock = field(default_factory=Clock)
+    # Runs an old replica's removal beside the rollout (a simulation in tests).
+    background: Spawn = Background
+
+
+@dataclass
+class Slots:
+    """A service's slots while it rolls out.
+
+    ``desired`` is the container each slot should run (every slot the service
+    may use, spares included), ``occupied`` the slots holding a container now.
+    A slot whose old replica is being retired stays occupied until its removal
+    has ended: its name and host port are taken until then.
+    """
+
+    desired: dict[int, DesiredReplica]
+    occupied: set[int]
+
+    @classmethod
+    def of(cls, desired: Iterable[DesiredReplica], occupied: Iterable[int | None]) -> Slots:
+        return cls({r.index: r for r in desired}, {i for i in occupied if i is not None})
+
+    def free(self) -> list[int]:
+        return sorted(slot for slot in self.desired if slot not in self.occupied)
 
 
 @dataclass
@@ -63,106 +134,29 @@ class Replaced:
 
 @dataclass
 class RolloutReport:
+    """What a rollout did, whether it succeeded (``failure`` None) or not."""
+
     steps: list[str] = field(default_factory=list)
     replaced: list[Replaced] = field(default_factory=list)
     rolled_back: list[str] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)
     previous_config: str | None = None
+    # Graceful stops of old replicas, in the order they ended.
+    stops: list[StopReport] = field(default_factory=list)
+    # Actions other than replacements carried out (new replicas started).
+    carried_out: list[Action] = field(default_factory=list)
+    # Why the rollout failed (with the failed replica's last log lines).
+    failure: str | None = None
 
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
 
-def event_bus_listens(opts: Mapping[str, Any]) -> bool:
-    """Whether an event sent now reaches anyone.
-
-    Under ``salt-call --local`` with no minion daemon there is no event bus, and
-    Salt's ``event.send`` spends a second per event failing to reach it.
-    """
-    local = (
-        opts.get("local")
-        or opts.get("file_client") == "local"
-        or opts.get("master_type") == "disable"
-    )
-    if not local or opts.get("ipc_mode", "ipc") != "ipc":
-        return True
-    sock_dir = opts.get("sock_dir")
-    if not sock_dir:
-        return True
-    return bool(glob.glob(os.path.join(str(sock_dir), "minion_event_*_pull.ipc")))
-
-
-def event_progress(send: Callable[[str, dict[str, Any]], Any] | None, service: str) -> Progress:
-    """A :data:`Progress` that logs each step and fires it as an event.
-
-    Events are tagged ``dockerops/rollout/<service>/<stage>`` and numbered
-    (``seq`` from 1): a minion forwards events to the master concurrently, so
-    they may arrive out of order. ``send`` is Salt's ``event.send`` (None: log
-    only). An event that cannot be sent never breaks the rollout.
-    """
-    counter = itertools.count(1)
-
-    def fire(stage: str, data: dict[str, Any]) -> None:
-        details = " ".join(f"{key}={value}" for key, value in data.items())
-        log.info("dockerops rollout %s: %s %s", service, stage, details)
-        if send is None:
-            return
-        try:
-            body = {"service": service, "seq": next(counter), **data}
-            send(f"dockerops/rollout/{service}/{stage}", body)
-        except Exception as err:
-            log.debug("dockerops: event %s not sent: %s", stage, err)
-
-    return fire
-
-
-def detection_time(host: DockerHost, spec: ServiceSpec) -> float | None:
-    """Seconds the effective healthcheck needs to notice a failure, or None without one."""
-    if spec.healthcheck is not None:
-        return spec.healthcheck.interval * spec.healthcheck.retries
-    details = host.inspect_image(spec.image_ref)
-    check = (details.get("Config") or {}).get("Healthcheck") or {}
-    test = check.get("Test") or []
-    if not test or test[0] == "NONE":
-        return None
-    interval = (check.get("Interval") or 0) / 1e9 or _DEFAULT_INTERVAL
-    retries = check.get("Retries") or _DEFAULT_RETRIES
-    return float(interval * retries)
-
-
-def min_healthy_time(host: DockerHost, spec: ServiceSpec) -> float:
-    """``update.min_healthy_time``, defaulted and checked against the healthcheck."""
-    detect = detection_time(host, spec)
-    wanted = spec.update.min_healthy_time
-    if wanted is None:
-        return detect if detect is not None else NO_HEALTHCHECK_SETTLE
-    if detect is not None and wanted < detect:
-        raise SpecError(
-            [
-                f"{PILLAR_KEY}:services:{spec.name}:update:min_healthy_time: {wanted:g}s is "
-                f"shorter than the healthcheck needs to notice a failure ({detect:g}s = "
-                "interval x retries): a broken version would be reported healthy"
-            ]
-        )
-    return wanted
-
-
-def describe_plan(spec: ServiceSpec, actions: list[Action]) -> list[str]:
-    """The rollout plan in words: which replicas, in what order, from what to what."""
-    lines = [f"{a.kind} {a.name}" for a in actions if a.kind not in ("recreate", "signal")]
-    recreates = [a for a in actions if a.kind == "recreate"]
-    size = spec.update.parallelism
-    for number, start in enumerate(range(0, len(recreates), size), 1):
-        batch = recreates[start : start + size]
-        parts = []
-        for action in batch:
-            assert action.actual is not None and action.desired is not None
-            others = [c for c in action.changed if c != "image"]
-            change = ", ".join(others)
-            if "image" in action.changed:
-                image = f"{action.actual.image} -> {action.desired.image}"
-                change = image + (f"; {change}" if change else "")
-            parts.append(f"{action.name} ({change})")
-        lines.append(f"batch {number} ({spec.update.order}): " + "; ".join(parts))
-    lines.extend(f"{a.kind} {a.name}" for a in actions if a.kind == "signal")
-    return lines
+    @property
+    def done(self) -> list[Replaced]:
+        """Replacements carried out and not undone."""
+        back = set(self.rolled_back)
+        return [r for r in self.replaced if r.new_id and r.action.name not in back]
 
 
 @dataclass
@@ -197,98 +191,277 @@ class _Batch:
         return all(m.counted for m in self.members)
 
 
+@dataclass
+class _Retirement:
+    """An old replica being stopped and removed in the background."""
+
+    member: _Member
+    task: Removal
+
+
 def replace(
-    host: DockerHost,
-    spec: ServiceSpec,
-    actions: list[Action],
-    slots: dict[int, DesiredReplica],
-    occupied: set[int],
-    settle: float,
-    all_at_once: bool = False,
-    progress: Progress | None = None,
-    clock: Clock | None = None,
-    ledger: Ledger | None = None,
+    rollout: Rollout, actions: list[Action], slots: Slots, all_at_once: bool = False
 ) -> RolloutReport:
-    """Replace the containers of ``actions`` (kind ``recreate``); raise on failure.
+    """Replace the containers of ``actions`` (kind ``recreate``); the report says how it went.
 
-    ``slots`` is the desired container of every slot, ``occupied`` the slots
-    holding containers now. Start-first batches overlap: once every replacement
-    in flight is healthy, the next batch starts in spare slots while the
-    earlier ones prove themselves for ``settle`` seconds (``PIPELINE`` batches
-    at most); an old replica is stopped only once its replacement counts. In-place batches
-    (stop-first, or no spare slot) run one at a time. On failure, after rolling
-    back (when enabled), the :class:`RolloutFailed` raised carries the report
-    in ``err.report``.
+    Start-first batches overlap: once every replacement in flight is healthy,
+    the next batch starts in free slots while the earlier ones prove
+    themselves (``PIPELINE`` batches at most); an old replica is retired only
+    once its replacement counts. In-place batches (stop-first, or no slot
+    free or being freed) run one at a time, their stops together. On failure,
+    after rolling back (when enabled), the report's ``failure`` says why.
 
-    ``ledger`` records each replacement that counts before the replica it
-    replaces is removed, and journals each replica stopped in place, so a run
-    killed at any point can be recovered (see :mod:`dockerops.ledger`).
+    ``rollout.ledger`` records each replacement that counts before the replica
+    it replaces is removed, and journals each replica stopped in place, so a
+    run killed at any point can be recovered (see :mod:`dockerops.ledger`).
+    ``slots.occupied`` follows the slots as they are taken and freed.
     """
-    ledger = ledger or Ledger(None, spec.name)
-    report = RolloutReport()
-    notify = progress or (lambda _tag, _data: None)
-    clock = clock or Clock()
-    update = spec.update
-    start_first = update.order == "start-first" and not all_at_once
-    size = len(actions) if all_at_once else update.parallelism
-    queue = deque(actions[i : i + size] for i in range(0, len(actions), size))
-    total = len(queue)
-    flying: list[_Batch] = []
-    try:
-        while queue or flying:
-            if queue and _may_launch(len(queue[0]), flying, start_first, slots, occupied):
-                batch = _Batch(total - len(queue) + 1, [])
-                flying.append(batch)
-                _launch(
-                    host, spec, batch, queue.popleft(), slots, occupied, start_first, report, ledger
-                )
-                notify(
-                    "batch",
-                    {
-                        "batch": batch.number,
-                        "of": total,
-                        "replicas": [m.action.name for m in batch.members],
-                    },
-                )
-                for member in batch.members:
-                    member.watch = HealthWatch(
-                        member.name, update.health_timeout, settle, clock.now(), restarts=0
-                    )
-                    notify(
-                        "replica",
+    return _Engine(rollout, slots, all_at_once).run(actions)
+
+
+class _Engine:
+    """One run of :func:`replace`."""
+
+    def __init__(self, rollout: Rollout, slots: Slots, all_at_once: bool) -> None:
+        self.ctx = rollout
+        self.host = rollout.host
+        self.slots = slots
+        self.all_at_once = all_at_once
+        self.start_first = rollout.spec.update.order == "start-first" and not all_at_once
+        self.report = RolloutReport()
+        self.flying: list[_Batch] = []
+        self.retiring: list[_Retirement] = []
+
+    def run(self, actions: list[Action]) -> RolloutReport:
+        ctx, update = self.ctx, self.ctx.spec.update
+        size = len(actions) if self.all_at_once else update.parallelism
+        queue = deque(actions[i : i + size] for i in range(0, len(actions), size))
+        total = len(queue)
+        try:
+            while queue or self.flying or self.retiring:
+                if queue and self._may_launch(len(queue[0])):
+                    batch = _Batch(total - len(queue) + 1, [])
+                    self.flying.append(batch)
+                    self._launch(batch, queue.popleft())
+                    ctx.notify(
+                        "batch",
                         {
-                            "replica": member.name,
-                            "state": "started",
-                            "replaces": member.action.name,
+                            "batch": batch.number,
+                            "of": total,
+                            "replicas": [m.action.name for m in batch.members],
                         },
                     )
-                continue
-            moved = _observe(host, flying, clock, notify, ledger)
-            while flying and flying[0].counted:
-                _finish(host, flying.pop(0), occupied, report, ledger)
-                moved = True
-            if not moved:
-                clock.sleep(POLL)
-    except DockerError as err:
-        failed = [m.name for batch in flying for m in batch.members if m.new_id]
+                    for member in batch.members:
+                        member.watch = HealthWatch(
+                            member.name, update.health_timeout, ctx.settle, ctx.clock.now(), 0
+                        )
+                        ctx.notify(
+                            "replica",
+                            {
+                                "replica": member.name,
+                                "state": "started",
+                                "replaces": member.action.name,
+                            },
+                        )
+                    continue
+                moved = self._observe()
+                while self.flying and self.flying[0].counted:
+                    self._finish(self.flying.pop(0))
+                    moved = True
+                moved = self._retired() or moved
+                if not moved:
+                    ctx.clock.sleep(POLL)
+        except DockerError as err:
+            self._fail(err)
+        return self.report
+
+    def _fail(self, err: DockerError) -> None:
+        report, spec = self.report, self.ctx.spec
+        failed = [m.name for batch in self.flying for m in batch.members if m.new_id]
         report.steps.append(f"{', '.join(failed) or 'batch'}: {err}")
+        # Old replicas already retiring had their replacement counted: their
+        # stop goes on; a rollback puts them back once they are gone.
+        self._await_retirements()
         # The cause is in the failed replacement's log: quote it before it is removed.
-        logs = _failure_logs(host, spec, flying, str(err))
-        if update.rollback:
+        logs = _failure_logs(self.host, spec, self.flying, str(err))
+        if spec.update.rollback:
             try:
-                _undo(host, spec, flying, occupied, report, settle, notify, ledger)
+                self._undo()
             except DockerError as undo_err:
                 # E.g. the daemon went away: what is left is proven or replaced
                 # by the next run (dockerops.ledger); say so rather than hide it.
                 report.steps.append(f"could not roll back: {undo_err}")
         else:
             # Told not to roll back: what was stopped in place stays stopped.
-            for batch in flying:
+            for batch in self.flying:
                 for member in batch.members:
                     if member.in_place:
-                        ledger.settle(member.slot)
-        raise RolloutFailed(f"{err}{logs}", report) from err
-    return report
+                        self.ctx.ledger.settle(member.slot)
+        report.failure = f"{err}{logs}"
+
+    def _may_launch(self, size: int) -> bool:
+        """Whether the next batch may start now (see :func:`replace`)."""
+        free = len(self.slots.free())
+        if not self.flying:
+            # A slot being freed beats replacing in place (which costs capacity).
+            return not (self.start_first and self.retiring and free < size)
+        if not self.start_first or len(self.flying) >= PIPELINE:
+            return False
+        return all(b.healthy for b in self.flying) and free >= size
+
+    def _launch(self, batch: _Batch, actions: list[Action]) -> None:
+        """Choose each replacement's slot (stopping in-place ones first, all of the
+        batch before any replacement starts), then create them."""
+        ledger, desired = self.ctx.ledger, self.slots.desired
+        in_place: list[_Member] = []
+        for action in actions:
+            assert action.actual is not None and action.index is not None
+            if "config" in action.changed and self.report.previous_config is None:
+                self.report.previous_config = action.actual.config_version or None
+            free = self.slots.free() if self.start_first else []
+            if not free:  # stop-first, or no free slot left: in place
+                member = _Member(action, desired[action.index].name, action.index, True)
+                member.before = self.host.inspect(action.actual.id)
+                # Journaled first: a run killed before its replacement counts puts it back.
+                ledger.stop_in_place(action.index, member.before)
+                in_place.append(member)
+            else:
+                member = _Member(action, desired[free[0]].name, free[0], False)
+            batch.members.append(member)
+            self.slots.occupied.add(member.slot)
+        # The batch's in-place stops run together; each slot is reused only once free.
+        removals = [self._retire(member) for member in in_place]
+        while not all(r.task.done for r in removals):
+            self.ctx.clock.sleep(POLL)
+        errors = []
+        for removal in removals:
+            try:
+                self._stopped(removal.member, removal.task.result())
+            except DockerError as err:
+                errors.append(err)
+        if errors:
+            raise errors[0]
+        for member in batch.members:
+            member.new_id = self.host.create(desired[member.slot])
+            self.report.touched.add(member.new_id)
+
+    def _observe(self) -> bool:
+        """Inspect every replacement not yet counted; raise on the first failure.
+
+        Returns whether anything moved on (became healthy, or counts now).
+        """
+        ctx = self.ctx
+        moved = False
+        for batch in self.flying:
+            for member in batch.members:
+                if member.counted or member.watch is None:
+                    continue
+                was_healthy = member.watch.healthy
+                verdict = member.watch.observe(self.host.inspect(member.new_id), ctx.clock.now())
+                if verdict is not None and not verdict.healthy:
+                    raise RolloutFailed(verdict.reason)
+                if verdict is not None:
+                    # Recorded before the replica it replaces goes (see dockerops.ledger).
+                    ctx.ledger.prove(member.new_id)
+                    member.counted = True
+                    ctx.notify(
+                        "replica",
+                        {
+                            "replica": member.name,
+                            "state": "healthy",
+                            "seconds": round(verdict.seconds, 2),
+                        },
+                    )
+                moved = moved or member.counted or member.watch.healthy != was_healthy
+        return moved
+
+    def _finish(self, batch: _Batch) -> None:
+        """A batch counts: the replicas it replaces beside them retire now."""
+        for member in batch.members:
+            action = member.action
+            assert action.actual is not None
+            if member.in_place:
+                self.ctx.ledger.settle(member.slot)
+                self._replaced(member)
+                continue
+            member.before = self.host.inspect(action.actual.id)
+            self.report.replaced.append(Replaced(action, member.before, member.new_id, member.name))
+            self.retiring.append(self._retire(member))
+
+    def _retire(self, member: _Member) -> _Retirement:
+        """Stop and remove the replica ``member`` replaces, in the background."""
+        action = member.action
+        assert action.actual is not None
+        remove = functools.partial(
+            self.host.remove, action.actual.id, action.name, details=member.before
+        )
+        return _Retirement(member, self.ctx.background(remove, f"dockerops-stop-{action.name}"))
+
+    def _retired(self) -> bool:
+        """Free the slots of old replicas whose removal ended; raise the first
+        removal that failed. Returns whether any ended."""
+        ended = [r for r in self.retiring if r.task.done]
+        for retirement in ended:
+            self.retiring.remove(retirement)
+            stop = retirement.task.result()  # a failed removal keeps its slot taken
+            self._stopped(retirement.member, stop)
+            self._replaced(retirement.member)
+        return bool(ended)
+
+    def _await_retirements(self) -> None:
+        """Let every retirement end (a failed one becomes a step)."""
+        while self.retiring:
+            try:
+                moved = self._retired()
+            except DockerError as err:
+                self.report.steps.append(str(err))
+                continue
+            if not moved:
+                self.ctx.clock.sleep(POLL)
+
+    def _stopped(self, member: _Member, stop: StopReport | None) -> None:
+        """An old replica is gone: its slot is free; how it stopped is remembered."""
+        assert member.action.index is not None
+        if not member.in_place:
+            self.slots.occupied.discard(member.action.index)
+        if stop is None:
+            return
+        self.report.stops.append(stop)
+        self.ctx.ledger.record_stop(stop)
+        if stop.hint:
+            self.report.steps.append(f"{stop.container} {stop.hint}")
+
+    def _replaced(self, member: _Member) -> None:
+        action = member.action
+        if member.in_place:
+            assert member.before is not None
+            self.report.replaced.append(Replaced(action, member.before, member.new_id, member.name))
+        why = ", ".join(action.changed)
+        step = f"replaced {action.name}" + (
+            f" by {member.name}" if member.name != action.name else ""
+        )
+        self.report.steps.append(f"{step} ({why})")
+
+    def _undo(self) -> None:
+        """Replacements started beside their old replica go; replicas stopped in
+        place come back with the earlier batches (:func:`rollback`)."""
+        for batch in self.flying:
+            for member in batch.members:
+                if not member.in_place:
+                    if member.new_id:
+                        self.host.remove(member.new_id, member.name, graceful=False)
+                    self.slots.occupied.discard(member.slot)
+                elif member.before is not None:
+                    self.report.replaced.append(
+                        Replaced(member.action, member.before, member.new_id, member.name)
+                    )
+        rollback(self.ctx, self.report)
+        back = set(self.report.rolled_back)
+        slot_of = {replica.name: slot for slot, replica in self.slots.desired.items()}
+        for item in self.report.replaced:
+            if item.action.name in back and item.action.index is not None:
+                self.slots.occupied.discard(slot_of.get(item.new_name, item.action.index))
+                self.slots.occupied.add(item.action.index)
 
 
 def _failure_logs(host: DockerHost, spec: ServiceSpec, flying: list[_Batch], error: str) -> str:
@@ -303,149 +476,13 @@ def _failure_logs(host: DockerHost, spec: ServiceSpec, flying: list[_Batch], err
     )
 
 
-def _undo(
-    host: DockerHost,
-    spec: ServiceSpec,
-    flying: list[_Batch],
-    occupied: set[int],
-    report: RolloutReport,
-    settle: float,
-    notify: Progress,
-    ledger: Ledger,
-) -> None:
-    """Replacements started beside their old replica go; replicas stopped in
-    place come back with the earlier batches (:func:`rollback`)."""
-    for batch in flying:
-        for member in batch.members:
-            if not member.in_place:
-                if member.new_id:
-                    host.remove(member.new_id, member.name, graceful=False)
-                occupied.discard(member.slot)
-            elif member.before is not None:
-                report.replaced.append(
-                    Replaced(member.action, member.before, member.new_id, member.name)
-                )
-    rollback(host, spec, report, settle, notify, ledger)
-
-
-def _may_launch(
-    size: int,
-    flying: list[_Batch],
-    start_first: bool,
-    slots: dict[int, DesiredReplica],
-    occupied: set[int],
-) -> bool:
-    """Whether the next batch may start now (see :func:`replace`)."""
-    if not flying:
-        return True
-    if not start_first or len(flying) >= PIPELINE or not all(b.healthy for b in flying):
-        return False
-    return sum(1 for s in slots if s not in occupied) >= size
-
-
-def _launch(
-    host: DockerHost,
-    spec: ServiceSpec,
-    batch: _Batch,
-    actions: list[Action],
-    slots: dict[int, DesiredReplica],
-    occupied: set[int],
-    start_first: bool,
-    report: RolloutReport,
-    ledger: Ledger,
-) -> None:
-    """Choose each replacement's slot (stopping in-place ones first, all of the
-    batch before any replacement starts), then create them."""
-    for action in actions:
-        assert action.actual is not None and action.index is not None
-        if "config" in action.changed and report.previous_config is None:
-            report.previous_config = action.actual.config_version or None
-        slot = None
-        if start_first:
-            slot = min((s for s in slots if s not in occupied), default=None)
-        if slot is None:  # stop-first, or no spare slot left: in place
-            member = _Member(action, slots[action.index].name, action.index, True)
-            member.before = host.inspect(action.actual.id)
-            batch.members.append(member)
-            # Journaled first: a run killed before its replacement counts puts it back.
-            ledger.stop_in_place(action.index, member.before)
-            host.remove(action.actual.id, action.name)
-            occupied.discard(action.index)
-        else:
-            batch.members.append(_Member(action, slots[slot].name, slot, False))
-        occupied.add(batch.members[-1].slot)
-    for member in batch.members:
-        member.new_id = host.create(slots[member.slot])
-        report.touched.add(member.new_id)
-
-
-def _observe(
-    host: DockerHost, flying: list[_Batch], clock: Clock, notify: Progress, ledger: Ledger
-) -> bool:
-    """Inspect every replacement not yet counted; raise on the first failure.
-
-    Returns whether anything moved on (became healthy, or counts now).
-    """
-    moved = False
-    for batch in flying:
-        for member in batch.members:
-            if member.counted or member.watch is None:
-                continue
-            was_healthy = member.watch.healthy
-            verdict = member.watch.observe(host.inspect(member.new_id), clock.now())
-            if verdict is not None and not verdict.healthy:
-                raise RolloutFailed(verdict.reason)
-            if verdict is not None:
-                # Recorded before the replica it replaces goes (see dockerops.ledger).
-                ledger.prove(member.new_id)
-                member.counted = True
-                notify(
-                    "replica",
-                    {
-                        "replica": member.name,
-                        "state": "healthy",
-                        "seconds": round(verdict.seconds, 2),
-                    },
-                )
-            moved = moved or member.counted or member.watch.healthy != was_healthy
-    return moved
-
-
-def _finish(
-    host: DockerHost, batch: _Batch, occupied: set[int], report: RolloutReport, ledger: Ledger
-) -> None:
-    """A batch counts: the replicas it replaces beside them stop now."""
-    for member in batch.members:
-        if member.in_place:
-            ledger.settle(member.slot)
-        action = member.action
-        assert action.actual is not None and action.index is not None
-        if not member.in_place:
-            member.before = host.inspect(action.actual.id)
-            host.remove(action.actual.id, action.name)
-            occupied.discard(action.index)
-        assert member.before is not None
-        report.replaced.append(Replaced(action, member.before, member.new_id, member.name))
-        why = ", ".join(action.changed)
-        step = f"replaced {action.name}" + (
-            f" by {member.name}" if member.name != action.name else ""
-        )
-        report.steps.append(f"{step} ({why})")
-
-
-def rollback(
-    host: DockerHost,
-    spec: ServiceSpec,
-    report: RolloutReport,
-    settle: float,
-    notify: Progress,
-    ledger: Ledger | None = None,
-) -> None:
+def rollback(rollout: Rollout, report: RolloutReport) -> None:
     """Put every replaced replica back as it was, newest first, health-gated.
 
     Where the old container's name (slot) is free, it is started before its
     replacement is stopped, so a rollback does not cost capacity either.
     """
+    host, spec, ledger = rollout.host, rollout.spec, rollout.ledger
     for item in reversed(report.replaced):
         old_name = str(item.before["Name"]).lstrip("/")
         restarted_first = False
@@ -458,18 +495,21 @@ def rollback(
         except DockerError as err:
             report.steps.append(f"rollback of {old_name} failed: {err}")
             continue
-        health = host.wait_healthy(old_id, old_name, spec.update.health_timeout, settle, restarts=0)
-        if ledger is not None:
-            if health.healthy:
-                ledger.prove(old_id)
-            if item.action.index is not None:
-                ledger.settle(item.action.index)
+        health = host.wait_healthy(
+            old_id, old_name, spec.update.health_timeout, rollout.settle, restarts=0
+        )
+        if health.healthy:
+            ledger.prove(old_id)
+        if item.action.index is not None:
+            ledger.settle(item.action.index)
         if restarted_first:
-            host.remove(item.new_id, item.new_name)
+            stop = host.remove(item.new_id, item.new_name)
+            if stop is not None:
+                ledger.record_stop(stop)
         report.rolled_back.append(old_name)
         state = "healthy" if health.healthy else f"NOT healthy: {health.reason}"
         report.steps.append(f"rolled back {old_name} ({state})")
-        notify("rollback", {"replica": old_name, "healthy": health.healthy})
+        rollout.notify("rollback", {"replica": old_name, "healthy": health.healthy})
     report.rolled_back.sort()
 
 
@@ -484,22 +524,16 @@ def _exists(host: DockerHost, container_id: str) -> bool:
     return True
 
 
-def prove(
-    host: DockerHost,
-    spec: ServiceSpec,
-    actions: list[Action],
-    settle: float,
-    clock: Clock | None = None,
-) -> list[tuple[Action, HealthReport]]:
+def prove(rollout: Rollout, actions: list[Action]) -> list[tuple[Action, HealthReport]]:
     """Watch the containers of ``prove`` actions until each counts or fails.
 
     They were left by an interrupted run: each must become healthy within
-    ``update.health_timeout`` and stay so for ``settle`` seconds, like a
-    replacement, all watched at once. One that is not running is started first
-    (a daemon restart stops containers); a running one fails on any restart
-    since it was created.
+    ``update.health_timeout`` and stay so for ``rollout.settle`` seconds, like
+    a replacement, all watched at once. One that is not running is started
+    first (a daemon restart stops containers); a running one fails on any
+    restart since it was created.
     """
-    clock = clock or Clock()
+    host, clock, timeout = rollout.host, rollout.clock, rollout.spec.update.health_timeout
     watches: list[tuple[Action, HealthWatch]] = []
     for action in actions:
         assert action.actual is not None
@@ -507,9 +541,7 @@ def prove(
         if action.actual.state not in ("running", "restarting", "paused"):
             host.start(action.actual.id, action.name)
             baseline = None
-        watch = HealthWatch(
-            action.name, spec.update.health_timeout, settle, clock.now(), restarts=baseline
-        )
+        watch = HealthWatch(action.name, timeout, rollout.settle, clock.now(), restarts=baseline)
         watches.append((action, watch))
     verdicts: dict[str, HealthReport] = {}
     while len(verdicts) < len(watches):

@@ -40,6 +40,7 @@ import json
 import math
 import posixpath
 import re
+import shlex
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from . import layout
 from .errors import SpecError
@@ -201,6 +203,14 @@ def _container_path(value: str) -> str:
     if normal == "/":
         raise ValueError("cannot mount over the container's root")
     return normal
+
+
+def _field_error(field: str, message: str, value: Any) -> ValidationError:
+    """A model-level check's error, reported at ``field``'s pillar path."""
+    error = PydanticCustomError("value_error", "{message}", {"message": message})
+    return ValidationError.from_exception_data(
+        "ServiceSpec", [InitErrorDetails(type=error, loc=(field,), input=value)]
+    )
 
 
 class _Model(BaseModel):
@@ -450,6 +460,119 @@ class HealthcheckSpec(_Model):
         return self.test if self.test[:1] in (["CMD"], ["CMD-SHELL"]) else ["CMD", *self.test]
 
 
+_BYTES_RE = re.compile(r"([0-9]{1,15})\s*([bkmg]?)b?", re.IGNORECASE)
+_BYTE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+# Docker refuses a memory limit below 6 MiB.
+MEMORY_MIN = 6 * 1024**2
+
+
+def parse_bytes(value: Any) -> int:
+    """``536870912``, ``"512m"``, ``"1g"``, ``"64k"`` -> bytes (binary units, as Docker's)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 512m or 1g")
+    if isinstance(value, int):
+        return value
+    match = _BYTES_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if not match:
+        raise ValueError("expected a size such as 512m or 1g")
+    return int(match.group(1)) * _BYTE_UNITS[match.group(2).lower()]
+
+
+Memory = Annotated[int, BeforeValidator(parse_bytes), Field(ge=MEMORY_MIN, le=2**50)]
+
+
+class ResourcesSpec(_Model):
+    """Limits on what a replica may use (Docker's ``--memory``, ``--cpus``...)."""
+
+    memory: Memory | None = None
+    memory_reservation: Memory | None = None
+    cpus: Annotated[float, Field(ge=0.01, le=1024, allow_inf_nan=False)] | None = None
+    pids_limit: Annotated[int, Field(ge=1, le=4_194_304)] | None = None
+
+    @model_validator(mode="after")
+    def _reservation(self) -> ResourcesSpec:
+        if self.memory and self.memory_reservation and self.memory_reservation > self.memory:
+            raise ValueError("memory_reservation must not exceed memory")
+        return self
+
+
+ULIMIT_NAMES = (
+    *("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile"),
+    *("nproc", "rss", "rtprio", "rttime", "sigpending", "stack"),
+)
+
+
+class UlimitSpec(_Model):
+    """``nofile: 65536`` (soft = hard) or ``nofile: {soft: 1024, hard: 65536}``."""
+
+    soft: Annotated[int, Field(ge=-1, le=2**63 - 1)]
+    hard: Annotated[int, Field(ge=-1, le=2**63 - 1)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_number(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("expected a number or {soft, hard}")
+        if isinstance(value, int):
+            return {"soft": value, "hard": value}
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> UlimitSpec:
+        if self.hard != -1 and (self.soft == -1 or self.soft > self.hard):
+            raise ValueError("soft must not exceed hard")
+        return self
+
+
+# Docker network names; the built-in ones are not user-defined bridges.
+NETWORK_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}")
+RESERVED_NETWORKS = ("bridge", "host", "none", "default")
+# A DNS name (an alias, an extra_hosts name): labels of letters, digits, '-'.
+HOSTNAME_RE = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def _hostname(value: Any) -> Any:
+    if isinstance(value, str) and not HOSTNAME_RE.fullmatch(value):
+        raise ValueError(f"{_show(value)} is not a valid host name")
+    return value
+
+
+Hostname = Annotated[str, AfterValidator(_hostname)]
+
+
+class NetworkEntry(_Model):
+    """A service's membership of one network: the names it answers to there
+    (besides the service name, always an alias)."""
+
+    aliases: list[Hostname] = []
+
+
+def _ip(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return str(ip_address(value))
+        except ValueError:
+            raise ValueError(f"{_show(value)} is not an IP address") from None
+    return value
+
+
+IPAddress = Annotated[str, AfterValidator(_ip)]
+# A capability name, as Docker takes it (CAP_ prefix optional; ALL for every one).
+CAPABILITY_RE = re.compile(r"(?:CAP_)?[A-Z_]{2,32}")
+# security_opt entries Docker knows: label=..., apparmor=..., seccomp=...,
+# no-new-privileges[:true|false], systempaths=unconfined, writable-cgroups...
+SECURITY_OPT_RE = re.compile(r"[a-z][a-z-]{1,31}(?:[=:][A-Za-z0-9_.:/=,-]{1,512})?")
+# A user as Docker takes it: name or uid, optionally :group or :gid.
+USER_RE = re.compile(
+    r"(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10})(?::(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}|[0-9]{1,10}))?"
+)
+TMPFS_OPTIONS_RE = re.compile(r"(?:[a-z]+(?:=[A-Za-z0-9]+)?)(?:,[a-z]+(?:=[A-Za-z0-9]+)?)*|")
+STOP_GRACE_MAX = HOUR
+
+
 # Start-first batches in flight at once: the oldest proving itself for
 # min_healthy_time while the next ones start.
 PIPELINE = 3
@@ -494,7 +617,6 @@ class ServiceSpec(_Model):
     image: str
     tag: str = "latest"
     replicas: Annotated[int, Field(ge=0, le=100)] = 1
-    # Before ports: the ports check needs the spare slots of start-first updates.
     update: UpdateSpec = UpdateSpec()
     command: list[str] | None = None
     env: dict[str, str] = {}
@@ -507,6 +629,142 @@ class ServiceSpec(_Model):
     logging: LoggingSpec = LoggingSpec()
     healthcheck: HealthcheckSpec | None = None
     environment: str = "default"
+    # Hardening and runtime inputs (see dockerops.inputs); unset: Docker's default.
+    resources: ResourcesSpec = ResourcesSpec()
+    ulimits: dict[str, UlimitSpec] = {}
+    user: str | None = None
+    working_dir: str | None = None
+    entrypoint: list[str] | None = None
+    read_only: bool = False
+    tmpfs: dict[str, str] = {}
+    cap_add: list[str] = []
+    cap_drop: list[str] = []
+    security_opt: list[str] = []
+    no_new_privileges: bool = True
+    privileged: bool = False
+    init: bool | None = None
+    stop_signal: str | None = None
+    stop_grace_period: Annotated[Duration, _at_most(STOP_GRACE_MAX)] | None = None
+    networks: dict[str, NetworkEntry] = {}
+    extra_hosts: dict[Hostname, IPAddress] = {}
+    dns: list[IPAddress] = []
+
+    @field_validator("ulimits")
+    @classmethod
+    def _ulimits(cls, value: dict[str, UlimitSpec]) -> dict[str, UlimitSpec]:
+        unknown = sorted(set(value) - set(ULIMIT_NAMES))
+        if unknown:
+            raise ValueError(
+                f"unknown ulimit {', '.join(map(_show, unknown))} "
+                f"(one of {', '.join(ULIMIT_NAMES)})"
+            )
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not USER_RE.fullmatch(value):
+            raise ValueError("expected user, uid, user:group or uid:gid")
+        return value
+
+    @field_validator("working_dir")
+    @classmethod
+    def _working_dir(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/"):
+            raise ValueError("container paths must be absolute")
+        _path_text(value, "a container path")
+        return _normpath(value)
+
+    @field_validator("entrypoint", mode="before")
+    @classmethod
+    def _entrypoint(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = shlex.split(value)
+            except ValueError as err:
+                raise ValueError(f"cannot split the entrypoint: {err}") from None
+        if isinstance(value, list) and not value:
+            raise ValueError("an entrypoint needs at least the program to run")
+        return _no_nul(value)
+
+    @field_validator("tmpfs", mode="before")
+    @classmethod
+    def _tmpfs(cls, value: Any) -> Any:
+        if isinstance(value, list):  # a list of paths: Docker's default options
+            value = {path: "" for path in value}
+        if not isinstance(value, Mapping):
+            return value
+        out = {}
+        for path, options in value.items():
+            options = "" if options is None else options
+            if not isinstance(options, str) or not TMPFS_OPTIONS_RE.fullmatch(options):
+                raise ValueError(f"{_show(path)}: options are like size=64m,mode=1777")
+            out[_container_path(path)] = options
+        return out
+
+    @field_validator("cap_add", "cap_drop", mode="before")
+    @classmethod
+    def _capabilities(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        out = []
+        for item in value:
+            name = str(item).upper() if isinstance(item, str) else item
+            if not isinstance(name, str) or not CAPABILITY_RE.fullmatch(name):
+                raise ValueError(f"{_show(item)} is not a capability name")
+            out.append(name if name == "ALL" or name.startswith("CAP_") else "CAP_" + name)
+        return sorted(set(out))
+
+    @field_validator("security_opt")
+    @classmethod
+    def _security_opt(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not SECURITY_OPT_RE.fullmatch(item):
+                raise ValueError(f"{_show(item)} is not a security option")
+        return value
+
+    @field_validator("stop_signal")
+    @classmethod
+    def _stop_signal(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return _signal_policy(f"signal:{value}").split(":", 1)[1]
+
+    @field_validator("networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, list):  # [backend, frontend]: no extra aliases
+            value = {name: {} for name in value}
+        if not isinstance(value, Mapping):
+            return value
+        for name in value:
+            if not isinstance(name, str) or not NETWORK_NAME_RE.fullmatch(name):
+                raise ValueError(f"{_show(name)} is not a network name")
+            if name in RESERVED_NETWORKS:
+                raise ValueError(
+                    f"{name} is Docker's own network; name a user-defined bridge network"
+                )
+        return {name: {} if entry is None else entry for name, entry in value.items()}
+
+    @field_validator("privileged")
+    @classmethod
+    def _privileged(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and not (info.context or {}).get("allow_privileged"):
+            raise ValueError(
+                "privileged containers are refused on this minion (set the minion "
+                "option dockerops.allow_privileged: True to allow them)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _tmpfs_targets(self) -> ServiceSpec:
+        mounted = {m.container for m in self.data} | ({self.config.path} if self.config else set())
+        both = sorted(set(self.tmpfs) & mounted)
+        if both:
+            raise ValueError(f"{', '.join(both)} is both a tmpfs and a mount")
+        return self
 
     @field_validator("replicas", mode="before")
     @classmethod
@@ -584,39 +842,46 @@ class ServiceSpec(_Model):
 
     @field_validator("ports")
     @classmethod
-    def _ports(cls, value: list[PortSpec], info: ValidationInfo) -> list[PortSpec]:
+    def _ports(cls, value: list[PortSpec]) -> list[PortSpec]:
         seen = set()
         for port in value:
             key = (port.container, port.protocol)
             if key in seen:
                 raise ValueError(f"container port {port.container}/{port.protocol} listed twice")
             seen.add(key)
-        # Replica i publishes host + i - 1: every replica's port must be valid and
-        # no two published ports may collide on this host.
-        # Slot i (replicas 1..N, then start-first spares) publishes host + i - 1.
-        update = info.data.get("update")
-        replicas = info.data.get("replicas") or 1
-        if isinstance(update, UpdateSpec):
-            replicas += update.spares(replicas)
+        return value
+
+    @model_validator(mode="after")
+    def _port_slots(self) -> ServiceSpec:
+        """Slot i (replicas 1..N, then start-first spares) publishes host + i - 1:
+        every slot's port must be valid and no two published ports may collide
+        on this host. A check of the whole model: it needs replicas and update,
+        validated, whatever the order of the fields."""
+        slots = self.replicas or 1
+        slots += self.update.spares(slots)
         taken: dict[tuple[str, int, str], int] = {}
-        for port in value:
+        for port in self.ports:
             if port.host is None:
                 continue
-            last = port.host + replicas - 1
+            last = port.host + slots - 1
             if last > 65535:
-                raise ValueError(
-                    f"host port {port.host} with {replicas} slots (replicas and start-first "
-                    "spares) runs past 65535"
+                raise _field_error(
+                    "ports",
+                    f"host port {port.host} with {slots} slots (replicas and start-first "
+                    "spares) runs past 65535",
+                    self.ports,
                 )
             for host_port in range(port.host, last + 1):
                 where = (port.host_ip, host_port, port.protocol)
                 if where in taken:
-                    raise ValueError(
+                    raise _field_error(
+                        "ports",
                         f"host port {port.host_ip}:{host_port}/{port.protocol} is published "
-                        f"twice (container ports {taken[where]} and {port.container})"
+                        f"twice (container ports {taken[where]} and {port.container})",
+                        self.ports,
                     )
                 taken[where] = port.container
-        return value
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceSpec:
@@ -730,6 +995,31 @@ def service_names(pillar: Mapping[str, Any]) -> list[str]:
     return sorted(load_root(pillar).services)
 
 
+def services_with_config(pillar: Mapping[str, Any]) -> list[str]:
+    """The pillar services that have a config directory, sorted: ``config`` set
+    on the service or under ``dockerops:defaults``, merged as :func:`load_service`
+    merges them. The formula gives each a ``config_managed`` state.
+
+    Read without validating, so any pillar the formula renders gets an answer:
+    a service whose config is invalid still gets its state, which then fails
+    naming the pillar path.
+    """
+    raw = pillar.get(PILLAR_KEY)
+    services = raw.get("services") if isinstance(raw, Mapping) else None
+    if not isinstance(services, Mapping):
+        return []
+    defaults = raw.get("defaults") if isinstance(raw, Mapping) else None
+    if not isinstance(defaults, Mapping):
+        defaults = {}
+    return sorted(
+        name
+        for name, declared in services.items()
+        if isinstance(name, str)
+        and isinstance(declared, Mapping)
+        and deep_merge(defaults, declared).get("config")
+    )
+
+
 def check_service_name(name: Any) -> str:
     """``name`` if it is a valid service name; a SpecError otherwise.
 
@@ -747,14 +1037,21 @@ def check_service_name(name: Any) -> str:
 
 
 def load_service(
-    pillar: Mapping[str, Any], name: str, overrides: Mapping[str, Any] | None = None
+    pillar: Mapping[str, Any],
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+    allow_privileged: bool = False,
 ) -> ServiceSpec:
     """Validate one service: pillar defaults, then the service, then ``overrides``;
-    then check it against every other service of the host (see :mod:`dockerops.layout`)."""
+    then check it against every other service of the host (see :mod:`dockerops.layout`).
+
+    ``allow_privileged`` is the minion's own say (option
+    ``dockerops.allow_privileged``): pillar alone cannot ask for a privileged
+    container."""
     root = load_root(pillar)
     if name not in root.services:
         check_service_name(name)
-    spec = _validate_service(root, name, overrides)
+    spec = _validate_service(root, name, overrides, allow_privileged)
     host = _host_layout(pillar, root)
     mine = layout.footprint(spec)
     if host.footprints.get(name) == mine:
@@ -809,7 +1106,10 @@ def _host_layout(pillar: Mapping[str, Any], root: PillarRoot) -> _HostLayout:
 
 
 def _validate_service(
-    root: PillarRoot, name: str, overrides: Mapping[str, Any] | None
+    root: PillarRoot,
+    name: str,
+    overrides: Mapping[str, Any] | None,
+    allow_privileged: bool = False,
 ) -> ServiceSpec:
     """One service on its own: pillar defaults, then the service, then ``overrides``."""
     if name not in root.services and not overrides:
@@ -824,7 +1124,11 @@ def _validate_service(
     merged["name"] = name
     try:
         spec = ServiceSpec.model_validate(
-            merged, context={"allowed_host_paths": root.allowed_host_paths}
+            merged,
+            context={
+                "allowed_host_paths": root.allowed_host_paths,
+                "allow_privileged": allow_privileged,
+            },
         )
     except ValidationError as err:
         sources = {
@@ -846,12 +1150,12 @@ def _validate_service(
     return spec
 
 
-def load_services(pillar: Mapping[str, Any]) -> list[ServiceSpec]:
+def load_services(pillar: Mapping[str, Any], allow_privileged: bool = False) -> list[ServiceSpec]:
     """Validate every service, reporting the problems of all of them at once."""
     specs, problems = [], []
     for name in service_names(pillar):
         try:
-            specs.append(load_service(pillar, name))
+            specs.append(load_service(pillar, name, allow_privileged=allow_privileged))
         except SpecError as err:
             problems.extend(err.problems)
     if problems:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import SpecError
 from .host import DockerHost
+from .inputs import read_back
 from .ledger import Ledger
 from .plan import plan_service
 from .records import DEFAULT_STATE_DIR, ServiceRecord
-from .replicas import desired_replicas
+from .replicas import ActualReplica, desired_replicas
 from .spec import ServiceSpec
 
 
@@ -21,23 +23,28 @@ def replica_status(
     out: dict[str, list[dict[str, Any]]] = {}
     seen: dict[str, dict[str, str]] = {}
     proven: dict[str, set[str] | None] = {}
-    for container in sorted(host.managed(service), key=lambda c: (c.service, c.index or 0)):
+    last_stop: dict[str, dict[str, Any] | None] = {}
+    listed = sorted(host.managed(service), key=lambda c: (c.service, c.index or 0))
+    for container in listed:
         if container.service not in seen:
             try:
                 record = ServiceRecord(state_dir, container.service)
                 ledger = Ledger(state_dir, container.service)
             except SpecError:  # a label no service of ours carries: nothing recorded
                 seen[container.service], proven[container.service] = {}, set()
+                last_stop[container.service] = None
             else:
                 seen[container.service] = record.config_seen()
                 proven[container.service] = ledger.proven()
+                last_stop[container.service] = ledger.last_stop()
         known = proven[container.service]
         details = host.inspect(container.id)
         state = details.get("State") or {}
         health = (state.get("Health") or {}).get("Status")
         out.setdefault(container.service, []).append(
             {
-                "replica": container.index,
+                # The slot it occupies (not a count: 3 and 4 after a start-first rollout).
+                "slot": container.index,
                 "container": container.name,
                 "id": container.id[:12],
                 "image": container.image,
@@ -45,6 +52,8 @@ def replica_status(
                 "health": health,
                 "restart_count": int(details.get("RestartCount") or 0),
                 "ports": _published(details),
+                # Every input the container has set (memory, user, networks...).
+                "settings": read_back(details),
                 "started_at": state.get("StartedAt"),
                 "config_version": seen[container.service].get(container.id)
                 or container.config_version
@@ -53,15 +62,36 @@ def replica_status(
                 # False: left by an interrupted run, never seen healthy (the next
                 # run proves or replaces it). None: no record from before.
                 "proven": None if known is None else container.id in known,
+                # The service's last replica stop (the same for each of its
+                # replicas): its container is gone, but a kill after the grace
+                # period says what to set (init, stop_signal). None: none recorded.
+                "last_stop": last_stop[container.service],
             }
         )
+    for name, rows in out.items():
+        # The same for each of the service's replicas, like last_stop.
+        answering = service_ports(c for c in listed if c.service == name)
+        for row in rows:
+            row["service_ports"] = answering
+    return out
+
+
+def service_ports(containers: Iterable[ActualReplica]) -> list[str]:
+    """Every host port a service answers on now: what its running containers
+    publish (from the list call, no inspect), by slot. A start-first rollout
+    moves them: slots 3-4 publish other host ports than slots 1-2 did."""
+    out: list[str] = []
+    for container in sorted(containers, key=lambda c: c.index or 0):
+        if container.state == "running":
+            out.extend(port for port in container.published if port not in out)
     return out
 
 
 def services_overview(
     host: DockerHost, specs: list[ServiceSpec], config_versions: dict[str, str | None] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Desired vs running for every pillar service, plus containers no pillar asks for.
+    """Desired vs running for every pillar service, plus the dockerops containers of
+    services not in this pillar (``not_in_pillar``: listed, never acted on).
 
     ``config_versions`` gives each service's rendered config version.
     """
@@ -82,19 +112,24 @@ def services_overview(
     declared = {spec.name for spec in specs}
     for container in running:
         if container.service not in declared:
+            # Another minion config sharing the daemon, or a service taken out of
+            # pillar: no state run acts on it, so nothing is pending.
             entry = out.setdefault(
                 container.service,
                 {
                     "image": container.image,
-                    "desired": 0,
                     "running": 0,
-                    "in_sync": False,
+                    "containers": [],
                     "pending": [],
-                    "orphaned": True,
+                    "not_in_pillar": True,
+                    "note": (
+                        "not managed by this pillar; "
+                        f"`dockerops.remove {container.service}` removes it"
+                    ),
                 },
             )
             entry["running"] += container.state == "running"
-            entry["pending"].append(f"remove {container.name} (not in pillar)")
+            entry["containers"].append(container.name)
     return out
 
 

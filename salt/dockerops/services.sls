@@ -1,14 +1,17 @@
 {#- Every service in pillar `dockerops:services`: its config directory (when it
-    has one), then its containers, which require the config. Names are quoted:
-    a service name never changes the shape of the YAML rendered here. #}
+    has one, on the service or under `dockerops:defaults`: the library says
+    which, in one call), then its containers, which require the config. Names
+    are quoted: a service name never changes the shape of the YAML rendered
+    here. #}
 {%- from tpldir ~ "/map.jinja" import dockerops, dockerops_problems with context %}
 
 {%- if dockerops_problems %}
 {%-   include tpldir ~ "/invalid.jinja" %}
 {%- else %}
-{%-   for service, spec in dockerops.services | dictsort %}
+{%-   set with_config = salt["dockerops.services_with_config"]() if dockerops.services else [] %}
+{%-   for service in dockerops.services | sort %}
 {%-     set config_id = "dockerops-service-" ~ service ~ "-config-managed" %}
-{%-     if spec.get("config") %}
+{%-     if service in with_config %}
 {{ config_id | json }}:
   dockerops.config_managed:
     - name: {{ service | json }}
@@ -17,7 +20,7 @@
 {{ ("dockerops-service-" ~ service ~ "-running") | json }}:
   dockerops.running:
     - name: {{ service | json }}
-{%-     if spec.get("config") %}
+{%-     if service in with_config %}
     - require:
       - dockerops: {{ config_id | json }}
 {%-     endif %}

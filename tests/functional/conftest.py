@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 import yaml
 from saltfactories.utils.functional import Loaders
 
+from tests.functional.helpers import containers
 from tests.support.salt import Masterless
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,3 +82,28 @@ def host_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def masterless(tmp_path_factory: pytest.TempPathFactory, docker_url: str) -> Masterless:
     return Masterless(tmp_path_factory.mktemp("masterless"), "int-masterless", docker_url)
+
+
+@pytest.fixture
+def extra_service(
+    service_name: str, docker_client: docker.DockerClient, minion_opts: dict[str, Any]
+) -> Iterator[Callable[[str], str]]:
+    """``extra_service("-b")``: another service for this test, ``service_name`` + suffix.
+
+    Its containers and its files in the minion's state dir (record, history,
+    lock) are removed afterwards, whether the test passed or not.
+    """
+    names: list[str] = []
+
+    def extra(suffix: str) -> str:
+        names.append(service_name + suffix)
+        return names[-1]
+
+    yield extra
+    state_dir = Path(minion_opts["dockerops.state_dir"])
+    for name in names:
+        for container in containers(docker_client, name).values():
+            container.remove(force=True)
+        # <state_dir>/{services,history,locks}/<name>.{json,jsonl,lock}
+        for path in state_dir.glob(f"*/{name}.*"):
+            path.unlink()

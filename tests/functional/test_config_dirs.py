@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,6 +13,7 @@ from tests.functional.helpers import (
     first,
     http_get,
     lowest_healthy,
+    service_pillar,
     state_return,
 )
 
@@ -30,34 +29,46 @@ HEALTH_FROM_CONFIG = {
 }
 
 
-def config_pillar(
-    name: str,
-    repository: str,
-    root: Path,
-    files: dict[str, Any],
-    on_change: str = "rolling",
-    **fields: Any,
-) -> dict[str, Any]:
-    service = {
-        "image": repository,
-        "tag": "1.0",
-        "replicas": 2,
-        "config": {
-            "path": "/etc/app",
-            "root": str(root / name / "config"),
-            "on_change": on_change,
-            "files": files,
-        },
-        "update": {"health_timeout": "15s"},
-        **fields,
-    }
-    return {
-        "dockerops": {
-            "environment": "integration",
-            "allowed_host_paths": [str(root)],
-            "services": {name: service},
+@pytest.fixture
+def config_pillar(demo_images, service_name, host_root):
+    """``config_pillar(files, on_change, service=..., **fields)``: a pillar with one service.
+
+    The service (``service_name`` unless named) runs 2 replicas of demo-http
+    1.0 with ``files`` as its config directory, mounted at /etc/app, under
+    ``host_root`` (the allowed host path).
+    """
+
+    def make(files, on_change="rolling", *, service=service_name, **fields):
+        spec = {
+            "image": demo_images["repository"],
+            "tag": "1.0",
+            "replicas": 2,
+            "config": {
+                "path": "/etc/app",
+                "root": str(host_root / service / "config"),
+                "on_change": on_change,
+                "files": files,
+            },
+            "update": {"health_timeout": "15s"},
+            **fields,
         }
-    }
+        return {
+            "dockerops": {
+                "environment": "integration",
+                "allowed_host_paths": [str(host_root)],
+                "services": {service: spec},
+            }
+        }
+
+    return make
+
+
+def deployed(salt, pillar, name):
+    """Load ``pillar`` and bring service ``name`` up; the state's return."""
+    salt.set_pillar(pillar)
+    ret = running(salt, name)
+    assert ret["result"] is True, ret["comment"]
+    return ret
 
 
 def edit_file(salt, pillar, service, name, contents):
@@ -80,19 +91,14 @@ def exec_cat(client, container_name, path):
 
 
 def test_first_apply_mounts_an_immutable_version_read_only(
-    salt, docker_client, demo_images, service_name, host_root, free_ports
+    salt, docker_client, config_pillar, service_name, host_root, free_ports
 ):
     port = free_ports(4)
     pillar = config_pillar(
-        service_name,
-        demo_images["repository"],
-        host_root,
         {"app.conf": {"contents": "color=blue\n"}, "conf.d/extra.conf": {"contents": "x=1\n"}},
         ports=[{"container": 8080, "host": port}],
     )
-    salt.set_pillar(pillar)
-    ret = running(salt, service_name)
-    assert ret["result"] is True, ret["comment"]
+    ret = deployed(salt, pillar, service_name)
     version = ret["changes"]["config"]["version"]["new"]
     assert ret["changes"]["config"]["version"]["old"] is None
     assert set(ret["changes"]["config"]["files"]) == {"app.conf", "conf.d/extra.conf"}
@@ -115,64 +121,52 @@ def test_first_apply_mounts_an_immutable_version_read_only(
 
 
 def test_config_change_restarts_exactly_that_services_replicas(
-    salt, docker_client, demo_images, service_name, host_root
+    salt, docker_client, config_pillar, service_name, extra_service, host_root
 ):
-    other = service_name + "o"
-    pillar = config_pillar(
-        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "v=1\n"}}
-    )
-    other_pillar = config_pillar(
-        other, demo_images["repository"], host_root, {"app.conf": {"contents": "o=1\n"}}
-    )
+    other = extra_service("o")
+    pillar = config_pillar({"app.conf": {"contents": "v=1\n"}})
+    other_pillar = config_pillar({"app.conf": {"contents": "o=1\n"}}, service=other)
     pillar["dockerops"]["services"].update(other_pillar["dockerops"]["services"])
-    salt.set_pillar(pillar)
-    try:
-        assert running(salt, service_name)["result"] is True
-        assert running(salt, other)["result"] is True
-        mine_before, other_before = ids(docker_client, service_name), ids(docker_client, other)
-        since = time.time()
-        old_version = containers(docker_client, service_name)[f"{service_name}-1"].labels[
-            "io.dockerops.config-version"
-        ]
+    deployed(salt, pillar, service_name)
+    assert running(salt, other)["result"] is True
+    mine_before, other_before = ids(docker_client, service_name), ids(docker_client, other)
+    since = time.time()
+    old_version = containers(docker_client, service_name)[f"{service_name}-1"].labels[
+        "io.dockerops.config-version"
+    ]
 
-        edit_file(salt, pillar, service_name, "app.conf", "v=2\n")
-        ret = running(salt, service_name)
-        assert ret["result"] is True, ret["comment"]
-        new_version = ret["changes"]["config"]["version"]["new"]
-        assert ret["changes"]["config"]["version"]["old"] == old_version
-        diff = ret["changes"]["config"]["files"]["app.conf"]["diff"]
-        assert "-v=1" in diff and "+v=2" in diff
-        for replica in (1, 2):
-            assert ret["changes"][f"{service_name}-{replica}"] == {
-                "recreated": {"changed": ["config"]},
-                "config_version": {"old": old_version, "new": new_version},
-            }
-        mine_after = ids(docker_client, service_name)
-        assert len(mine_after) == 2
-        old_ids = {v[0] for v in mine_before.values()}
-        assert not old_ids & {v[0] for v in mine_after.values()}
-        for name in mine_after:
-            assert exec_cat(docker_client, name, "/etc/app/app.conf") == "v=2\n"
-        # The other service: same containers, never restarted.
-        assert ids(docker_client, other) == other_before
-        # Rolling, start-first: never fewer than 2 healthy replicas.
-        events = container_events(docker_client, service_name, since)
-        assert lowest_healthy(events, old_ids) == 2
-        # The previous version is kept for rollback.
-        assert (host_root / service_name / "config" / f"..{old_version}").is_dir()
-    finally:
-        for container in containers(docker_client, other).values():
-            container.remove(force=True)
+    edit_file(salt, pillar, service_name, "app.conf", "v=2\n")
+    ret = running(salt, service_name)
+    assert ret["result"] is True, ret["comment"]
+    new_version = ret["changes"]["config"]["version"]["new"]
+    assert ret["changes"]["config"]["version"]["old"] == old_version
+    diff = ret["changes"]["config"]["files"]["app.conf"]["diff"]
+    assert "-v=1" in diff and "+v=2" in diff
+    for replica in (1, 2):
+        assert ret["changes"][f"{service_name}-{replica}"] == {
+            "recreated": {"changed": ["config"]},
+            "config_version": {"old": old_version, "new": new_version},
+        }
+    mine_after = ids(docker_client, service_name)
+    assert len(mine_after) == 2
+    old_ids = {v[0] for v in mine_before.values()}
+    assert not old_ids & {v[0] for v in mine_after.values()}
+    for name in mine_after:
+        assert exec_cat(docker_client, name, "/etc/app/app.conf") == "v=2\n"
+    # The other service: same containers, never restarted.
+    assert ids(docker_client, other) == other_before
+    # Rolling, start-first: never fewer than 2 healthy replicas.
+    events = container_events(docker_client, service_name, since)
+    assert lowest_healthy(events, old_ids) == 2
+    # The previous version is kept for rollback.
+    assert (host_root / service_name / "config" / f"..{old_version}").is_dir()
 
 
 def test_test_mode_reports_a_config_change_and_touches_nothing(
-    salt, docker_client, demo_images, service_name, host_root
+    salt, docker_client, config_pillar, service_name, host_root
 ):
-    pillar = config_pillar(
-        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "a\n"}}
-    )
-    salt.set_pillar(pillar)
-    assert running(salt, service_name)["result"] is True
+    pillar = config_pillar({"app.conf": {"contents": "a\n"}})
+    deployed(salt, pillar, service_name)
     before = ids(docker_client, service_name)
     root = host_root / service_name / "config"
     versions_before = sorted(p.name for p in root.iterdir())
@@ -194,12 +188,10 @@ def test_test_mode_reports_a_config_change_and_touches_nothing(
 
 
 def test_formula_flow_reports_the_same_changes_under_test(
-    salt, docker_client, demo_images, service_name, host_root, state_tree
+    salt, docker_client, config_pillar, service_name, state_tree
 ):
     """config_managed then running (as services.sls does): test=True == real."""
-    pillar = config_pillar(
-        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "a\n"}}
-    )
+    pillar = config_pillar({"app.conf": {"contents": "a\n"}})
     sls = f"""
 config:
   dockerops.config_managed:
@@ -229,19 +221,15 @@ service:
 
 
 def test_signal_policy_reloads_without_restarting(
-    salt, docker_client, demo_images, service_name, host_root, free_ports
+    salt, docker_client, config_pillar, service_name, free_ports
 ):
     port = free_ports(4)
     pillar = config_pillar(
-        service_name,
-        demo_images["repository"],
-        host_root,
         {"app.conf": {"contents": "one\n"}},
         on_change="signal:SIGHUP",
         ports=[{"container": 8080, "host": port}],
     )
-    salt.set_pillar(pillar)
-    assert running(salt, service_name)["result"] is True
+    deployed(salt, pillar, service_name)
     before = ids(docker_client, service_name)
 
     edit_file(salt, pillar, service_name, "app.conf", "two\n")
@@ -264,18 +252,10 @@ def test_signal_policy_reloads_without_restarting(
 
 
 def test_none_policy_updates_files_and_nothing_else(
-    salt, docker_client, demo_images, service_name, host_root
+    salt, docker_client, config_pillar, service_name
 ):
-    pillar = config_pillar(
-        service_name,
-        demo_images["repository"],
-        host_root,
-        {"app.conf": {"contents": "one\n"}},
-        on_change="none",
-        replicas=1,
-    )
-    salt.set_pillar(pillar)
-    assert running(salt, service_name)["result"] is True
+    pillar = config_pillar({"app.conf": {"contents": "one\n"}}, on_change="none", replicas=1)
+    deployed(salt, pillar, service_name)
     before = ids(docker_client, service_name)
     edit_file(salt, pillar, service_name, "app.conf", "two\n")
     ret = running(salt, service_name)
@@ -285,17 +265,10 @@ def test_none_policy_updates_files_and_nothing_else(
 
 
 def test_restart_policy_replaces_all_replicas_at_once(
-    salt, docker_client, demo_images, service_name, host_root
+    salt, docker_client, config_pillar, service_name
 ):
-    pillar = config_pillar(
-        service_name,
-        demo_images["repository"],
-        host_root,
-        {"app.conf": {"contents": "one\n"}},
-        on_change="restart",
-    )
-    salt.set_pillar(pillar)
-    assert running(salt, service_name)["result"] is True
+    pillar = config_pillar({"app.conf": {"contents": "one\n"}}, on_change="restart")
+    deployed(salt, pillar, service_name)
     before = ids(docker_client, service_name)
     edit_file(salt, pillar, service_name, "app.conf", "two\n")
     since = time.time()
@@ -315,19 +288,14 @@ def test_restart_policy_replaces_all_replicas_at_once(
 
 @pytest.mark.parametrize("order", ["start-first", "stop-first"])
 def test_a_bad_config_version_is_rolled_back(
-    salt, docker_client, demo_images, service_name, host_root, order
+    salt, docker_client, config_pillar, service_name, host_root, order
 ):
     pillar = config_pillar(
-        service_name,
-        demo_images["repository"],
-        host_root,
         {"health.conf": {"contents": "ok\n"}},
         healthcheck=HEALTH_FROM_CONFIG,
         update={"health_timeout": "6s", "order": order},
     )
-    salt.set_pillar(pillar)
-    initial = running(salt, service_name)
-    assert initial["result"] is True, initial["comment"]
+    initial = deployed(salt, pillar, service_name)
     good = initial["changes"]["config"]["version"]["new"]
     before = ids(docker_client, service_name)
 
@@ -361,18 +329,9 @@ def test_a_bad_config_version_is_rolled_back(
 
 
 def test_watch_restarts_per_policy_but_not_fresh_replicas(
-    salt, docker_client, demo_images, service_name, host_root, tmp_path
+    salt, docker_client, demo_images, service_name, tmp_path
 ):
-    salt.set_pillar(
-        {
-            "dockerops": {
-                "allowed_host_paths": [str(host_root)],
-                "services": {
-                    service_name: {"image": demo_images["repository"], "tag": "1.0", "replicas": 2}
-                },
-            }
-        }
-    )
+    salt.set_pillar(service_pillar(service_name, demo_images["repository"], replicas=2))
     trigger = tmp_path / "trigger.conf"
     sls = """
 trigger:
@@ -426,11 +385,9 @@ service:
     ],
 )
 def test_bad_config_is_refused_with_nothing_touched(
-    salt, docker_client, demo_images, service_name, host_root, field, value, expected
+    salt, docker_client, config_pillar, service_name, host_root, field, value, expected
 ):
-    pillar = config_pillar(
-        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "x"}}
-    )
+    pillar = config_pillar({"app.conf": {"contents": "x"}})
     pillar["dockerops"]["services"][service_name]["config"][field] = value
     salt.set_pillar(pillar)
     ret = running(salt, service_name)
@@ -441,11 +398,9 @@ def test_bad_config_is_refused_with_nothing_touched(
 
 
 def test_data_mount_outside_the_allowlist_is_refused(
-    salt, docker_client, demo_images, service_name, host_root
+    salt, docker_client, config_pillar, service_name
 ):
-    pillar = config_pillar(
-        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "x"}}
-    )
+    pillar = config_pillar({"app.conf": {"contents": "x"}})
     pillar["dockerops"]["services"][service_name]["data"] = [{"host": "/", "container": "/host"}]
     salt.set_pillar(pillar)
     ret = running(salt, service_name)
@@ -455,13 +410,10 @@ def test_data_mount_outside_the_allowlist_is_refused(
 
 
 def test_restart_module_is_rolling_and_health_gated(
-    salt, docker_client, demo_images, service_name, host_root
+    salt, docker_client, config_pillar, service_name
 ):
-    pillar = config_pillar(
-        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "x\n"}}
-    )
-    salt.set_pillar(pillar)
-    assert running(salt, service_name)["result"] is True
+    pillar = config_pillar({"app.conf": {"contents": "x\n"}})
+    deployed(salt, pillar, service_name)
     before = ids(docker_client, service_name)
     dry = salt.modules.dockerops.restart(service_name, test=True)
     assert (dry["result"], dry["test"]) == (True, True)
@@ -482,18 +434,12 @@ def test_restart_module_is_rolling_and_health_gated(
 
 
 def test_status_reports_the_version_a_signalled_replica_loaded(
-    salt, docker_client, demo_images, service_name, host_root
+    salt, docker_client, config_pillar, service_name
 ):
     pillar = config_pillar(
-        service_name,
-        demo_images["repository"],
-        host_root,
-        {"app.conf": {"contents": "one\n"}},
-        on_change="signal:SIGHUP",
-        replicas=1,
+        {"app.conf": {"contents": "one\n"}}, on_change="signal:SIGHUP", replicas=1
     )
-    salt.set_pillar(pillar)
-    assert running(salt, service_name)["result"] is True
+    deployed(salt, pillar, service_name)
     edit_file(salt, pillar, service_name, "app.conf", "two\n")
     new = running(salt, service_name)["changes"]["config"]["version"]["new"]
     (replica,) = salt.modules.dockerops.status(service_name)[service_name]
@@ -501,13 +447,10 @@ def test_status_reports_the_version_a_signalled_replica_loaded(
 
 
 def test_absent_can_remove_the_config_directory(
-    salt, docker_client, demo_images, service_name, host_root
+    salt, docker_client, config_pillar, service_name, host_root
 ):
-    pillar = config_pillar(
-        service_name, demo_images["repository"], host_root, {"app.conf": {"contents": "x\n"}}
-    )
-    salt.set_pillar(pillar)
-    assert running(salt, service_name)["result"] is True
+    pillar = config_pillar({"app.conf": {"contents": "x\n"}})
+    deployed(salt, pillar, service_name)
     root = host_root / service_name / "config"
     kept = state_return(salt.states.dockerops.absent(name=service_name))
     assert "config" not in kept["changes"] and root.is_dir()

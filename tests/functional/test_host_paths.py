@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +77,8 @@ def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def other_service(service_name: str, docker_client: docker.DockerClient) -> Iterator[str]:
-    name = service_name + "-b"
-    yield name
-    for container in containers(docker_client, name).values():
-        container.remove(force=True)
+def other_service(extra_service: Callable[[str], str]) -> str:
+    return extra_service("-b")
 
 
 def plant_from_a_container(

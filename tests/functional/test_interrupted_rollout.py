@@ -70,7 +70,7 @@ def kill_once_replacement_exists(minion: Masterless, client, service, image, *ar
 
 def cut_after_stopping_in_place(minion: Masterless, client, service: str):
     """A power cut right after the engine stopped the only replica in place
-    (dockerops.rollout._launch): its inspect journaled, the container gone,
+    (dockerops.rollout, an in-place replacement): its inspect journaled, the container gone,
     no replacement yet. Returns the removed container."""
     (old,) = containers(client, service).values()
     Ledger(state_dir(minion), service).stop_in_place(1, old.attrs)

@@ -64,37 +64,33 @@ def test_test_mode_touches_nothing(salt, docker_client, demo_images, service_nam
 
 
 def test_tag_change_recreates_only_that_service(
-    salt, docker_client, demo_images, service_name, testmode
+    salt, docker_client, demo_images, service_name, extra_service, testmode
 ):
-    other = f"{service_name}x"
+    other = extra_service("x")
     pillar = service_pillar(service_name, demo_images["repository"], replicas=2)
     pillar["dockerops"]["services"][other] = {"image": demo_images["repository"], "tag": "1.0"}
     salt.set_pillar(pillar)
-    try:
-        for name in (service_name, other):
-            assert salt.states.dockerops.running(name=name).result is True
-        before = {c.name: c.id for c in containers(docker_client, other).values()}
-        before_mine = {c.name: c.id for c in containers(docker_client, service_name).values()}
+    for name in (service_name, other):
+        assert salt.states.dockerops.running(name=name).result is True
+    before = {c.name: c.id for c in containers(docker_client, other).values()}
+    before_mine = {c.name: c.id for c in containers(docker_client, service_name).values()}
 
-        pillar["dockerops"]["services"][service_name]["tag"] = "1.1"
-        salt.set_pillar(pillar)
-        ret = state_return(salt.states.dockerops.running(name=service_name, test=testmode))
-        assert ret["result"] is (None if testmode else True), ret["comment"]
-        assert ret["changes"][f"{service_name}-1"] == {
-            "recreated": {"changed": ["image"]},
-            "image": {"old": demo_images["1.0"], "new": demo_images["1.1"]},
-        }
-        mine = containers(docker_client, service_name)
-        if testmode:
-            assert {c.name: c.id for c in mine.values()} == before_mine
-        else:
-            assert all(c.labels["io.dockerops.image"] == demo_images["1.1"] for c in mine.values())
-            assert not set(c.id for c in mine.values()) & set(before_mine.values())
-        # The other service was not touched.
-        assert {c.name: c.id for c in containers(docker_client, other).values()} == before
-    finally:
-        for container in containers(docker_client, other).values():
-            container.remove(force=True)
+    pillar["dockerops"]["services"][service_name]["tag"] = "1.1"
+    salt.set_pillar(pillar)
+    ret = state_return(salt.states.dockerops.running(name=service_name, test=testmode))
+    assert ret["result"] is (None if testmode else True), ret["comment"]
+    assert ret["changes"][f"{service_name}-1"] == {
+        "recreated": {"changed": ["image"]},
+        "image": {"old": demo_images["1.0"], "new": demo_images["1.1"]},
+    }
+    mine = containers(docker_client, service_name)
+    if testmode:
+        assert {c.name: c.id for c in mine.values()} == before_mine
+    else:
+        assert all(c.labels["io.dockerops.image"] == demo_images["1.1"] for c in mine.values())
+        assert not set(c.id for c in mine.values()) & set(before_mine.values())
+    # The other service was not touched.
+    assert {c.name: c.id for c in containers(docker_client, other).values()} == before
 
 
 def test_env_change_names_env_but_never_its_value(salt, docker_client, demo_images, service_name):

@@ -78,18 +78,14 @@ def test_secrets_reach_the_container_but_no_output(
 
 
 def test_one_broken_service_does_not_stop_the_others(
-    salt, docker_client, demo_images, service_name
+    salt, docker_client, demo_images, service_name, extra_service
 ):
-    good, bad = service_name + "g", service_name
+    good, bad = extra_service("g"), service_name
     pillar = service_pillar(bad, demo_images["repository"], tag="missing")
     pillar["dockerops"]["services"][good] = {"image": demo_images["repository"], "tag": "1.0"}
     salt.set_pillar(pillar)
-    try:
-        out = salt.modules.dockerops.apply()
-        assert out[bad]["result"] is False
-        assert f"service {bad} replica 1" in out[bad]["comment"]
-        assert out[good]["result"] is True
-        assert sorted(containers(docker_client, good)) == [f"{good}-1"]
-    finally:
-        for container in containers(docker_client, good).values():
-            container.remove(force=True)
+    out = salt.modules.dockerops.apply()
+    assert out[bad]["result"] is False
+    assert f"service {bad} replica 1" in out[bad]["comment"]
+    assert out[good]["result"] is True
+    assert sorted(containers(docker_client, good)) == [f"{good}-1"]

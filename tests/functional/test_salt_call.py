@@ -69,7 +69,7 @@ def test_formula_highstate_converges_then_is_a_noop(
 
     status = synced.run("dockerops.status", service_name)
     replicas = status.data[service_name]
-    assert [r["replica"] for r in replicas] == [1, 2]
+    assert [r["slot"] for r in replicas] == [1, 2]
     assert all(r["state"] == "running" and r["image"] == demo_images["1.0"] for r in replicas)
 
     clean = synced.run("state.apply", "dockerops.clean")

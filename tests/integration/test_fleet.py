@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -46,6 +48,28 @@ def fleet(salt_master, salt_cli, salt_minions, pillar_dir, demo_images, tmp_path
     salt_cli.run("state.apply", "dockerops.clean", minion_tgt="*")
 
 
+@pytest.fixture
+def at_pillar(fleet, salt_cli, docker_hosts):
+    """Every minion back on pillar's web (1.0, two healthy replicas), whatever
+    an earlier test left: a no-op highstate when it is there already."""
+    applied = salt_cli.run("state.apply", "dockerops", minion_tgt="*")
+    assert applied.returncode == 0, applied.stdout
+    states = wait_healthy(docker_hosts)
+    assert all(rows == [(f"{fleet['repo']}:1.0", "healthy")] * 2 for rows in states.values())
+    return states
+
+
+def salt_run(salt_master, *args):
+    """``salt-run`` as an operator types it (no --out): what they read."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "salt-run"), "-c", salt_master.config_dir, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 def fleet_images(docker_hosts):
     out = {}
     for minion, daemon in docker_hosts.items():
@@ -69,7 +93,7 @@ def wait_healthy(docker_hosts, timeout=30):
     return fleet_images(docker_hosts)
 
 
-def test_plan_only_under_test(fleet, docker_hosts):
+def test_plan_only_under_test(fleet, at_pillar, docker_hosts):
     before = fleet_images(docker_hosts)
     out = fleet["run"].run(
         "dockerops.rolling_update", "web", "tgt=*", "batch=2", "canary=1", "tag=1.1", "test=True"
@@ -94,7 +118,7 @@ def test_settings_that_cannot_make_progress_are_refused(fleet, docker_hosts):
     assert "a floor of 7 is more than the 6 replicas" in out.stdout
 
 
-def test_rolls_the_fleet_in_batches_after_a_canary(fleet, salt_cli, docker_hosts):
+def test_rolls_the_fleet_in_batches_after_a_canary(fleet, at_pillar, salt_cli, docker_hosts):
     out = fleet["run"].run(
         "dockerops.rolling_update", "web", "tgt=*", "batch=2", "canary=1", "tag=1.1"
     )
@@ -134,8 +158,14 @@ def test_a_broken_version_stops_after_the_canary(fleet, docker_hosts):
     assert out.returncode != 0
     assert "stopped after canary" in out.data["comment"]
     assert out.data["minions"]["int-m1"]["result"] is False
-    # Only the canary was tried (and its own rollout put it back).
-    assert set(out.data["minions"]) == {"int-m1"}
+    # Only the canary was tried (and its own rollout put it back); the
+    # summary lists the others as never started.
+    assert {m: e["state"] for m, e in out.data["minions"].items()} == {
+        "int-m1": "failed",
+        "prd-m3": "not started",
+        "stg-m2": "not started",
+    }
+    assert out.data["minions"]["int-m1"]["now"] == out.data["minions"]["int-m1"]["from"]
     assert wait_healthy(docker_hosts) == start
 
 
@@ -167,6 +197,13 @@ def test_failure_past_the_budget_stops_and_rolls_back_in_batches(
     assert summary["minions"]["stg-m2"]["result"] is False
     assert summary["minions"]["int-m1"]["rolled_back"] is True
     assert summary["minions"]["prd-m3"]["rolled_back"] is True
+    # Each shows where it ended up: back where it started, not on 1.2.
+    for minion in ("int-m1", "prd-m3"):
+        entry = summary["minions"][minion]
+        assert entry["state"] == "rolled back"
+        assert (entry["to"], entry["now"]) == (f"{repo}:1.2", entry["from"])
+        assert [(entry["now"], "healthy")] * 2 == start[minion]
+    assert summary["minions"]["stg-m2"]["state"] == "failed"
     assert wait_healthy(docker_hosts) == start
 
 
@@ -190,12 +227,13 @@ def test_a_second_concurrent_call_is_refused(fleet, salt_master, docker_hosts):
     second = second_cli.run("dockerops.rolling_update", "web", "tgt=*", "tag=1.1")
     thread.join(timeout=300)
     assert second.returncode != 0
-    assert "fleet rollout of fleet-web is already running" in second.stdout
+    assert "a fleet rollout of web is already running" in second.stdout
     assert first["out"].returncode == 0, first["out"].stdout
 
 
-def test_a_minion_killed_mid_rollout_halts_the_run(fleet, salt_minions, docker_hosts):
-    """Runs last: prd-m3's minion is stopped while the canary (int-m1) rolls."""
+def test_a_minion_killed_mid_rollout_halts_the_run(fleet, salt_cli, salt_minions, docker_hosts):
+    """prd-m3's minion is stopped while the canary (int-m1) rolls (and started
+    again, answering, before the test ends)."""
     canary_host = docker_hosts["int-m1"].client()
     running = {
         c.labels["io.dockerops.image"]
@@ -237,6 +275,7 @@ def test_a_minion_killed_mid_rollout_halts_the_run(fleet, salt_minions, docker_h
     finally:
         canary_host.close()
         salt_minions["prd-m3"].start(start_timeout=120)
+        _wait_answering(salt_cli, "prd-m3")
     out = result["out"]
     assert out.returncode != 0, out.stdout
     assert "prd-m3" in out.data["minions"], out.stdout
@@ -245,3 +284,33 @@ def test_a_minion_killed_mid_rollout_halts_the_run(fleet, salt_minions, docker_h
     assert "over the failure budget of 0: stopped" in out.data["comment"]
     # The canary, already updated, was rolled back.
     assert out.data["minions"]["int-m1"]["rolled_back"] is True
+
+
+def _wait_answering(salt_cli, minion, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if salt_cli.run("test.ping", minion_tgt=minion).data is True:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{minion} does not answer")
+
+
+def test_salt_run_prints_one_line_per_step_and_closes_what_it_opens(fleet, at_pillar, salt_master):
+    out = salt_run(salt_master, "dockerops.rolling_update", "web", "tgt=*", "tag=1.1", "test=True")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("web: 3 minions, 6 replicas, healthy floor 5"), out.stdout
+    assert lines[1:4] == ["batch 1: int-m1", "batch 2: prd-m3", "batch 3: stg-m2"]
+    assert [line.split(":")[0] for line in lines[4:7]] == sorted(MINIONS)
+    # Then the return, as nested output.
+    assert lines[7:9] == ["comment:", "    test: nothing changed"], out.stdout
+    assert "suffix:" not in out.stdout and "_stamp" not in out.stdout
+    assert "unclosed" not in out.stderr, out.stderr
+
+    bad = salt_run(salt_master, "dockerops.rolling_update", "web", "tgt=*", "batch=abc")
+    assert bad.returncode != 0
+    assert bad.stdout.splitlines()[0] == (
+        "invalid argument: batch: expected a count or a percentage, got 'abc'"
+    )
+    assert "pillar" not in bad.stdout
+    assert "unclosed" not in bad.stderr, bad.stderr

@@ -2,7 +2,8 @@
 in batches, and the orchestration example, over minions on separate Docker hosts.
 
 One fleet for the whole module (web on every minion, a config file from pillar);
-each test first writes the pillar it needs.
+each test first puts the fleet in the state it starts from (``converged``), so
+no test depends on another having run before it.
 """
 
 from __future__ import annotations
@@ -81,6 +82,19 @@ def fleet(salt_master, salt_cli, salt_minions, pillar_dir, demo_images, tmp_path
         "run": salt_master.salt_run_cli(timeout=300),
     }
     salt_cli.run("state.apply", "dockerops.clean", minion_tgt="*")
+
+
+def converged(fleet, salt_cli, docker_hosts, revision: int, fresh=()) -> dict:
+    """The fleet as pillar says (app.conf at ``revision``, web 1.0), whatever an
+    earlier test left; the minions in ``fresh`` start over (their web
+    containers and config versions removed first, so slots 1-2 again)."""
+    for minion in fresh:
+        cleaned = salt_cli.run("state.apply", "dockerops.clean", minion_tgt=minion)
+        assert cleaned.returncode == 0, cleaned.stdout
+    fleet["pillar"](revision)
+    applied = salt_cli.run("state.apply", "dockerops", minion_tgt="*")
+    assert applied.returncode == 0, applied.stdout
+    return wait_settled(docker_hosts)
 
 
 def _docker_time(text: str) -> float:
@@ -189,6 +203,7 @@ def test_rollout_progress_reaches_the_master_event_bus(
     fleet, salt_master, salt_cli, event_listener, docker_hosts
 ):
     repo = fleet["repo"]
+    converged(fleet, salt_cli, docker_hosts, revision=1, fresh=["prd-m3"])
     assert sorted(web_containers(docker_hosts)["prd-m3"]) == ["web-1", "web-2"]
     after = time.time()
     out = salt_cli.run("dockerops.rolling_update", "web", "tag=1.1", minion_tgt="prd-m3")
@@ -223,7 +238,12 @@ def test_a_failed_rollout_reports_its_end_on_the_master_event_bus(
     fleet, salt_master, salt_cli, event_listener, docker_hosts
 ):
     repo = fleet["repo"]
+    # prd-m3 on 1.1 in slots 3-4 (a start-first rollout from a fresh 1-2).
+    converged(fleet, salt_cli, docker_hosts, revision=1, fresh=["prd-m3"])
+    rolled = salt_cli.run("dockerops.rolling_update", "web", "tag=1.1", minion_tgt="prd-m3")
+    assert rolled.returncode == 0, rolled.stdout
     before = wait_settled(docker_hosts)
+    assert sorted(before["prd-m3"]) == ["web-3", "web-4"]
     after = time.time()
     out = salt_cli.run("dockerops.rolling_update", "web", "tag=broken", minion_tgt="prd-m3")
     assert out.returncode != 0, out.stdout
@@ -245,9 +265,10 @@ def test_a_failed_rollout_reports_its_end_on_the_master_event_bus(
 
 
 def test_apply_converges_the_fleet_one_batch_at_a_time(
-    fleet, salt_master, event_listener, docker_hosts
+    fleet, salt_master, salt_cli, event_listener, docker_hosts
 ):
     repo = fleet["repo"]
+    converged(fleet, salt_cli, docker_hosts, revision=1)
     fleet["pillar"](revision=2)
     before = web_containers(docker_hosts)
     after = time.time()
@@ -258,8 +279,7 @@ def test_apply_converges_the_fleet_one_batch_at_a_time(
     assert sorted(out.data["minions"]) == APPLY_ORDER
     assert all(entry["result"] is True for entry in out.data["minions"].values())
 
-    # Every replica of every minion was replaced and mounts revision 2 (prd-m3
-    # also went back from 1.1 to pillar's 1.0).
+    # Every replica of every minion was replaced and mounts revision 2.
     now = web_containers(docker_hosts, conf=True)
     for minion in MINIONS:
         rows = now[minion]
@@ -283,8 +303,9 @@ def test_apply_converges_the_fleet_one_batch_at_a_time(
         assert finished[done] < first_created, (done, following)
 
 
-def test_apply_under_test_changes_nothing(fleet, docker_hosts):
-    """The pillar of the next test: even prd-m3's broken version is only reported."""
+def test_apply_under_test_changes_nothing(fleet, salt_cli, docker_hosts):
+    """Revision 3, and prd-m3 on a broken version: it is only reported."""
+    converged(fleet, salt_cli, docker_hosts, revision=2, fresh=MINIONS)
     fleet["pillar"](revision=3, tags={"prd-m3": "broken"})
     before = web_containers(docker_hosts)
     out = fleet["run"].run("dockerops.apply", "tgt=*", "batch=1", "test=True")
@@ -297,17 +318,28 @@ def test_apply_under_test_changes_nothing(fleet, docker_hosts):
     assert written and "revision = 3\n" not in written
 
 
-def test_a_failing_batch_stops_apply_and_leaves_later_batches_untouched(fleet, docker_hosts):
-    """Revision 3 everywhere, and prd-m3 (batch 2 of 3) pointed at a version that
-    never becomes healthy: int-m1 converges, prd-m3 fails, stg-m2 is not run."""
+def test_a_failing_batch_stops_apply_and_leaves_later_batches_untouched(
+    fleet, salt_cli, docker_hosts
+):
+    """From revision 2, revision 3 everywhere, and prd-m3 (batch 2 of 3) pointed
+    at a version that never becomes healthy: int-m1 converges, prd-m3 fails,
+    stg-m2 is not run."""
     repo = fleet["repo"]
+    converged(fleet, salt_cli, docker_hosts, revision=2)
     fleet["pillar"](revision=3, tags={"prd-m3": "broken"})
     before = web_containers(docker_hosts)
     out = fleet["run"].run("dockerops.apply", "tgt=*", "batch=1")
     assert out.returncode != 0, out.stdout
     assert out.data["result"] is False
-    assert out.data["comment"] == "1 failed minion(s): stopped after batch 2"
-    assert sorted(out.data["minions"]) == ["int-m1", "prd-m3"]
+    assert out.data["comment"] == (
+        "1 failed minion(s), over the failure budget of 0: stopped after batch 2"
+    )
+    # Every targeted minion, stg-m2 never started.
+    assert {m: e["state"] for m, e in out.data["minions"].items()} == {
+        "int-m1": "applied",
+        "prd-m3": "failed",
+        "stg-m2": "not started",
+    }
     assert out.data["minions"]["int-m1"]["result"] is True
     assert out.data["minions"]["prd-m3"]["result"] is False
 
@@ -365,7 +397,11 @@ def test_a_failed_orchestration_stops_after_the_canary(fleet, docker_hosts):
     summary = state["changes"]["return"]
     assert summary["result"] is False
     assert "stopped after canary" in summary["comment"]
-    assert sorted(summary["minions"]) == ["int-m1"]
+    assert {m: e["state"] for m, e in summary["minions"].items()} == {
+        "int-m1": "failed",
+        "prd-m3": "not started",
+        "stg-m2": "not started",
+    }
     # The canary's broken replacement started beside its replica and was
     # removed; the other minions were never run.
     assert wait_settled(docker_hosts) == before

@@ -1,4 +1,7 @@
-"""Factories shared by the unit tests: specs from pillar, list-API entries from replicas."""
+"""Fixtures shared by the unit tests: specs from pillar, list-API entries, actual replicas.
+
+Plain builders (pillar, kinds_and_names, ...) are in tests/support/builders.py.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from dockerops.replicas import DesiredReplica
+from dockerops.replicas import ActualReplica, DesiredReplica, actual_from_list_entry
 from dockerops.spec import ServiceSpec, load_service
 
 BASE_SERVICE: dict[str, Any] = {"image": "registry.example.com/web", "tag": "1.4"}
@@ -46,5 +49,15 @@ def list_entry() -> Callable[..., dict[str, Any]]:
             "State": state,
             "Status": status,
         }
+
+    return make
+
+
+@pytest.fixture
+def actual(list_entry: Callable[..., dict[str, Any]]) -> Callable[..., ActualReplica]:
+    """``actual(replica, state=..., name=..., labels=...)``: what Docker lists for it."""
+
+    def make(replica: DesiredReplica, **kwargs: Any) -> ActualReplica:
+        return actual_from_list_entry(list_entry(replica, **kwargs))
 
     return make

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dockerops.errors import SpecError
+from dockerops import fleet
+from dockerops.errors import ArgumentError, SpecError
 from dockerops.fleet import (
+    HostRollout,
     RolloutOptions,
     healthy_replicas,
     judge_returns,
@@ -97,8 +99,26 @@ def test_healthy_replicas_counts_running_healthy_or_unchecked():
     assert healthy_replicas(status, "web") == {"a": 2, "b": 0, "c": 0}
 
 
-def preview(order, parallelism=1):
-    return {"result": None, "plan": [], "update": {"order": order, "parallelism": parallelism}}
+def preview(order, parallelism=1, plan=()):
+    """A minion's ``dockerops.rolling_update web test=True`` return."""
+    return host_return(order=order, parallelism=parallelism, test=True, plan=tuple(plan))
+
+
+def host_return(**fields):
+    """A minion's ``dockerops.rolling_update`` return (1.0 -> 1.1, start-first)."""
+    values = {
+        "result": True,
+        "comment": "",
+        "changes": {},
+        "before": ("web:1.0",),
+        "to": "web:1.1",
+        "now": ("web:1.1",),
+        "duration": 3.0,
+        "order": "start-first",
+        "parallelism": 1,
+    }
+    values.update(fields)
+    return HostRollout(**values).to_dict()
 
 
 @pytest.mark.parametrize(
@@ -219,3 +239,360 @@ def test_judge_returns(ret, result, comment):
     assert judged["result"] is result
     assert judged.get("comment") == comment
     assert judged["duration"] == 4.2
+
+
+# -- the engine: a fleet run as a state machine ----------------------------------
+
+FOUR = {"a": 2, "b": 2, "c": 2, "d": 2}
+
+
+def status_of(healthy=FOUR, image="web:1.0", silent=()):
+    """``dockerops.status web`` returns: ``healthy`` replicas per minion."""
+    return {
+        m: {"web": [{"image": image, "state": "running", "health": "healthy"}] * count}
+        for m, count in healthy.items()
+        if m not in silent
+    }
+
+
+def rollout(status=None, previews=None, **options):
+    status = status_of() if status is None else status
+    previews = {m: preview("start-first") for m in status} if previews is None else previews
+    return fleet.plan_rollout(
+        fleet.RolloutOptions.from_args("web", "*", **options), status, previews
+    )
+
+
+def ok(**fields):
+    return {"ret": host_return(**fields), "retcode": 0}
+
+
+def failed(comment="web-1 became unhealthy"):
+    return {
+        "ret": host_return(result=False, comment=comment, now=("web:1.0",), rolled_back=()),
+        "retcode": 1,
+    }
+
+
+def run_batches(engine, script):
+    """Drive ``engine`` as the runner does: per batch, (status, returns) from
+    ``script``; returns the lines it printed."""
+    lines = []
+    steps = iter(script)
+    for batch in engine.batches():
+        status, returns = next(steps)
+        gate = engine.may_start(batch, status if engine.checks_health else None)
+        lines.extend(gate.lines)
+        if gate.minions:
+            lines.extend(engine.record(batch, returns, 5.0, gate.minions))
+    return lines
+
+
+def states(engine):
+    return {m: e["state"] for m, e in engine.entries.items()}
+
+
+def test_a_rollout_that_goes_through_updates_every_minion():
+    engine = rollout(batch=2, canary=1)
+    lines = run_batches(
+        engine,
+        [
+            (status_of(), {"a": ok()}),
+            (status_of(), {"b": ok(), "c": ok()}),
+            (status_of(), {"d": ok()}),
+        ],
+    )
+    assert engine.finish() == ["web rolled on 4 minion(s)"]
+    assert lines[:2] == ["canary: a (8 healthy, floor 6)", "  a: ok web:1.0 -> web:1.1 (3.0s)"]
+    assert lines[2] == "batch 2/3: b, c (8 healthy, floor 6)"
+    assert states(engine) == dict.fromkeys(FOUR, "updated")
+    summary = engine.summary()
+    assert (summary["result"], summary["retcode"]) == (True, 0)
+    assert summary["minions"]["a"] == {
+        "state": "updated",
+        "result": True,
+        "from": "web:1.0",
+        "to": "web:1.1",
+        "now": "web:1.1",
+        "duration": 3.0,
+        "comment": None,
+    }
+    assert engine.rollback_groups() == []
+
+
+def test_a_failed_canary_stops_the_rollout_and_leaves_the_rest_not_started():
+    engine = rollout(batch=2, canary=1)
+    lines = run_batches(engine, [(status_of(), {"a": failed()})])
+    assert lines[-2:] == [
+        "  a: FAILED web:1.0 -> web:1.1 (3.0s): web-1 became unhealthy",
+        "1 failed minion(s), over the failure budget of 0: stopped after canary",
+    ]
+    # Its own host put it back; nothing else was touched, so nothing to roll back.
+    assert engine.rollback_groups() == []
+    assert engine.finish() == []
+    summary = engine.summary()
+    assert summary["result"] is False and summary["retcode"] == 1
+    assert summary["comment"] == (
+        "1 failed minion(s), over the failure budget of 0: stopped after canary"
+    )
+    assert states(engine) == {
+        "a": "failed",
+        "b": "not started",
+        "c": "not started",
+        "d": "not started",
+    }
+    assert summary["minions"]["a"]["now"] == "web:1.0"
+    assert summary["minions"]["b"] == {
+        "state": "not started",
+        "result": None,
+        "from": "web:1.0",
+        "comment": "the run stopped before this minion's batch",
+    }
+
+
+def test_the_budget_runs_out_mid_rollout_then_the_updated_roll_back_in_batches():
+    engine = rollout(batch=1, max_failures=1)
+    lines = run_batches(
+        engine,
+        [
+            (status_of(), {"a": ok()}),
+            (status_of(), {"b": failed()}),  # within the budget of 1: go on
+            (status_of(), {"c": failed()}),
+        ],
+    )
+    assert lines[-1] == "2 failed minion(s), over the failure budget of 1: stopped after batch 3"
+    assert states(engine) == {"a": "updated", "b": "failed", "c": "failed", "d": "not started"}
+    (group,) = engine.rollback_groups()
+    assert (group.image, group.minions) == ("web:1.0", ("a",))
+    assert group.call == fleet.Call("dockerops.rolling_update", ["web", "tag=1.0"])
+    assert group.lines == ("rolling back 1 minion(s), 1 at a time",)
+    back = engine.record_rollback(
+        group, {"a": ok(before=("web:1.1",), to="web:1.0", now=("web:1.0",))}, 4.0
+    )
+    assert back == ["  a: rolled back to web:1.0: ok"]
+    a = engine.summary()["minions"]["a"]
+    # Where it ended up, not only where it went.
+    assert (a["state"], a["rolled_back"], a["to"], a["now"]) == (
+        "rolled back",
+        True,
+        "web:1.1",
+        "web:1.0",
+    )
+
+
+def test_rollback_goes_in_the_rollouts_batch_size_one_call_per_earlier_version():
+    before = status_of()
+    before["b"]["web"] = [{"image": "web:0.9", "state": "running", "health": "healthy"}] * 2
+    engine = rollout(status=before, batch=2, max_failures=0)
+    run_batches(
+        engine,
+        [
+            (before, {"a": ok(), "b": ok(before=("web:0.9",))}),
+            (before, {"c": ok(before=("web:1.0", "web:0.9")), "d": failed()}),
+        ],
+    )
+    groups = engine.rollback_groups()
+    assert [(g.image, g.minions, g.call.args) for g in groups] == [
+        ("web:0.9", ("b",), ["web", "tag=0.9"]),
+        ("web:1.0", ("a",), ["web", "tag=1.0"]),
+        # c ran two versions before: no single one to go back to.
+        ("", (), []),
+    ]
+    assert groups[0].lines == ("rolling back 3 minion(s), 2 at a time",)
+    assert groups[2].lines == (
+        "  c: not rolled back: it ran several versions before (['web:1.0', 'web:0.9'])",
+    )
+    assert engine.entries["c"]["state"] == "not rolled back"
+    lines = engine.record_rollback(groups[0], {"b": failed("pull failed")}, 2.0)
+    assert lines == ["  b: rolled back to web:0.9: FAILED: pull failed"]
+    assert engine.entries["b"]["state"] == "rollback failed"
+    assert engine.entries["b"]["rolled_back"] is False
+
+
+def test_no_rollback_when_asked_not_to():
+    engine = rollout(batch=1, rollback=False)
+    run_batches(engine, [(status_of(), {"a": ok()}), (status_of(), {"b": failed()})])
+    assert engine.stopped and engine.rollback_groups() == []
+
+
+def test_a_silent_minion_counts_once_and_is_not_run():
+    engine = rollout(batch=1, max_failures=1)
+    script = [
+        (status_of(), {"a": ok()}),
+        # b stops answering: failed (1, within the budget), and not run.
+        (status_of(silent="b"), {}),
+        # Still silent: not counted again.
+        (status_of(silent="b"), {"c": ok()}),
+        # It answers late: it stays failed and is not run.
+        (status_of(), {"d": ok()}),
+    ]
+    lines = run_batches(engine, script)
+    assert "  b: FAILED: no answer within 300s to dockerops.status" in lines
+    assert lines.count("  b: FAILED: no answer within 300s to dockerops.status") == 1
+    assert engine.failures == 1 and engine.stopped is None
+    assert states(engine) == {"a": "updated", "b": "no answer", "c": "updated", "d": "updated"}
+    # Within the budget, the rollout went through.
+    assert engine.finish() == ["web rolled on 3 minion(s)"]
+    assert engine.summary()["result"] is True
+
+
+def test_a_silent_minion_past_the_budget_stops_before_the_next_batch():
+    engine = rollout(batch=1)
+    lines = run_batches(engine, [(status_of(), {"a": ok()}), (status_of(silent="c"), {})])
+    assert lines[-2:] == [
+        "  c: FAILED: no answer within 300s to dockerops.status",
+        "1 failed minion(s), over the failure budget of 0: stopped before batch 2",
+    ]
+    assert states(engine) == {
+        "a": "updated",
+        "b": "not started",
+        "c": "no answer",
+        "d": "not started",
+    }
+    assert [g.minions for g in engine.rollback_groups()] == [("a",)]
+
+
+def test_a_minion_that_answers_its_rollout_late_failed_and_is_rolled_back_too():
+    """No return within the timeout: its rollout may still be running there."""
+    engine = rollout(batch=2, max_failures=0, timeout=20)
+    lines = run_batches(engine, [(status_of(), {"a": ok()})])  # b: no return
+    assert lines[-2:] == [
+        "  b: FAILED web:1.0 -> None (5.0s): no answer within 20s",
+        "1 failed minion(s), over the failure budget of 0: stopped after batch 1",
+    ]
+    assert engine.entries["b"]["state"] == "no answer"
+    (group,) = engine.rollback_groups()
+    assert group.minions == ("a", "b")
+
+
+def test_the_floor_stops_a_batch_when_the_fleet_is_short():
+    engine = rollout(batch=1)
+    short = status_of({"a": 2, "b": 1, "c": 2, "d": 0})
+    lines = run_batches(engine, [(status_of(), {"a": ok()}), (short, {})])
+    assert lines[-1] == (
+        "fleet has 5 healthy replicas, below the floor of 6: stopped before batch 2"
+    )
+
+
+def test_stop_first_losses_count_against_the_floor_before_each_batch():
+    previews = {m: preview("stop-first", parallelism=1) for m in FOUR}
+    engine = rollout(previews=previews, batch=2)
+    assert engine.plan.worst_case_healthy == 6
+    # One replica of c is down: batch 2 (c, d) may take 2 more, 5 < 6.
+    lines = run_batches(
+        engine,
+        [
+            (status_of(), {"a": ok(order="stop-first"), "b": ok(order="stop-first")}),
+            (status_of({"a": 2, "b": 2, "c": 1, "d": 2}), {}),
+        ],
+    )
+    assert lines[-1] == (
+        "fleet has 7 healthy replicas and batch 2 may take down 2, below the floor of 6: "
+        "stopped before batch 2"
+    )
+    # Start-first loses nothing: the same fleet goes on.
+    engine = rollout(batch=2)
+    run_batches(
+        engine,
+        [
+            (status_of(), {"a": ok(), "b": ok()}),
+            (status_of({"a": 2, "b": 2, "c": 1, "d": 2}), {"c": ok(), "d": ok()}),
+        ],
+    )
+    assert engine.stopped is None
+
+
+def test_test_runs_no_batch_and_lists_every_minion():
+    previews = {m: preview("start-first", plan=["batch 1 (start-first): web-1"]) for m in FOUR}
+    engine = rollout(previews=previews, test=True)
+    assert list(engine.batches()) == []
+    assert engine.describe()[-4:] == [f"{m}: batch 1 (start-first): web-1" for m in sorted(FOUR)]
+    summary = engine.summary()
+    assert summary["comment"] == "test: nothing changed" and summary["result"] is True
+    assert states(engine) == dict.fromkeys(FOUR, "tested")
+
+
+def test_targeted_minions_outside_the_plan_are_listed():
+    status = status_of({"a": 2, "b": 2})
+    status["c"] = {"web": []}
+    status["d"] = "Minion did not return. [No response]"
+    engine = rollout(status=status)
+    assert sorted(engine.plan.replicas) == ["a", "b"]
+    assert states(engine) == {
+        "a": "not started",
+        "b": "not started",
+        "c": "does not run the service",
+        "d": "no answer",
+    }
+
+
+def test_an_unreadable_return_is_a_failure():
+    engine = rollout(batch=4)
+    run_batches(engine, [(status_of(), {m: {"ret": {"result": True}, "retcode": 0} for m in FOUR})])
+    assert engine.entries["a"]["result"] is False
+    assert engine.entries["a"]["comment"].startswith("not a dockerops.rolling_update return")
+
+
+def test_pause_only_between_batches_that_run():
+    engine = rollout(batch=2, pause=7)
+    assert len(engine.plan.batches) == 2
+    batches = engine.batches()
+    one = next(batches)
+    assert engine.pause_after(one) == 7
+    two = next(batches)
+    assert engine.pause_after(two) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch": "abc"}, "invalid argument: batch: expected a count or a percentage, got 'abc'"),
+        ({"pause": "soon"}, "invalid argument: pause: expected a non-negative number of seconds"),
+        ({"timeout": 0}, "invalid argument: timeout: expected a positive number of seconds"),
+        ({"rollback": "maybe"}, "invalid argument: rollback: expected True or False"),
+    ],
+)
+def test_bad_arguments_are_reported_as_arguments(kwargs, message):
+    with pytest.raises(ArgumentError) as err:
+        rollout(**kwargs)
+    assert str(err.value).startswith(message)
+    assert "pillar" not in str(err.value)
+
+
+# -- apply: the same batches, floor and budget ------------------------------------
+
+
+def applied(ok=True):
+    state = {"result": ok, "comment": "ok" if ok else "web-2 became unhealthy"}
+    return {"ret": {"dockerops_|-web_|-web_|-running": state}, "retcode": 0 if ok else 2}
+
+
+def test_apply_stops_past_the_budget_and_lists_the_rest_not_started():
+    engine = fleet.plan_apply(fleet.ApplyOptions.from_args("*"), ["m3", "m1", "m2"], None)
+    assert not engine.checks_health
+    lines = run_batches(engine, [(None, {"m1": applied()}), (None, {"m2": applied(False)})])
+    assert lines == [
+        "batch 1/3: m1",
+        "  m1: ok (5.0s)",
+        "batch 2/3: m2",
+        "  m2: FAILED (5.0s): web-2 became unhealthy",
+        "1 failed minion(s), over the failure budget of 0: stopped after batch 2",
+    ]
+    assert engine.rollback_groups() == []
+    assert states(engine) == {"m1": "applied", "m2": "failed", "m3": "not started"}
+
+
+def test_apply_with_a_service_keeps_its_floor():
+    options = fleet.ApplyOptions.from_args("*", service="web", min_healthy="75%", batch=2)
+    engine = fleet.plan_apply(options, list(FOUR), status_of())
+    assert engine.checks_health and engine.plan.floor == 6
+    lines = run_batches(
+        engine,
+        [
+            (status_of(), {"a": applied(), "b": applied()}),
+            (status_of({"a": 2, "b": 2, "c": 1, "d": 0}), {}),
+        ],
+    )
+    assert lines[-1] == (
+        "fleet has 5 healthy replicas, below the floor of 6: stopped before batch 2"
+    )

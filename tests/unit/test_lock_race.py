@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-import dockerops.history
-from dockerops.history import LockHeld, RolloutLock
+import dockerops.lock
+from dockerops.lock import LockHeld, RolloutLock
 
 HOST = socket.gethostname()
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def _slow_json() -> types.SimpleNamespace:
 
 
 def _contend(state_dir: str, number: int, start: Any, results: Any) -> None:
-    dockerops.history.json = _slow_json()  # type: ignore[assignment]
+    dockerops.lock.json = _slow_json()  # type: ignore[assignment]
     lock = RolloutLock(state_dir, "web")
     start.wait()
     try:
@@ -122,7 +122,7 @@ def test_acquire_racing_a_release_never_gives_two_holders(
     holder.acquire("A")
     opened = threading.Event()
     go_on = threading.Event()
-    real_flock = dockerops.history.fcntl.flock
+    real_flock = dockerops.lock.fcntl.flock
 
     def stalling_flock(fd: int, operation: int) -> None:
         if threading.current_thread().name == "B" and not go_on.is_set():
@@ -130,7 +130,7 @@ def test_acquire_racing_a_release_never_gives_two_holders(
             assert go_on.wait(10)
         real_flock(fd, operation)
 
-    monkeypatch.setattr(dockerops.history.fcntl, "flock", stalling_flock)
+    monkeypatch.setattr(dockerops.lock.fcntl, "flock", stalling_flock)
     outcome: list[str] = []
 
     def contender_b() -> None:
@@ -156,7 +156,7 @@ def test_acquire_racing_a_release_never_gives_two_holders(
 
 HOLD = """
 import json, sys, time
-from dockerops.history import RolloutLock
+from dockerops.lock import RolloutLock
 me = RolloutLock(sys.argv[1], "web").acquire("20240101000000000001", "rollout")
 print(json.dumps(me), flush=True)
 time.sleep(600)

@@ -13,7 +13,13 @@ from packaging.utils import canonicalize_name
 from dockerops import loader
 
 REPO = Path(__file__).resolve().parents[2]
-KINDS = {"modules": "_modules", "states": "_states", "grains": "_grains", "runners": "_runners"}
+KINDS = {
+    "modules": "_modules",
+    "states": "_states",
+    "grains": "_grains",
+    "runners": "_runners",
+    "output": "_output",
+}
 
 
 def _setup_cfg() -> configparser.ConfigParser:

@@ -1,43 +1,26 @@
-"""dockerops.plan: desired vs actual replicas -> actions, and their ``changes`` entries."""
+"""dockerops.plan: desired vs actual replicas (over slots) -> actions, their ``changes``
+entries, and the plan as text (describe_plan)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from dockerops.plan import Action, plan_service
+from dockerops.plan import Action, describe_plan, plan_service
 from dockerops.replicas import (
     LABEL_CONFIG_VERSION,
     LABEL_INPUTS,
-    LABEL_REPLICA,
+    LABEL_SLOT,
     LABEL_SPEC_HASH,
-    ActualReplica,
-    DesiredReplica,
-    actual_from_list_entry,
     desired_replicas,
 )
 from dockerops.spec import ServiceSpec
-
-MakeSpec = Callable[..., ServiceSpec]
-ListEntry = Callable[..., dict[str, Any]]
+from tests.support.builders import MakeActual, MakeSpec, config_dir, kinds_and_names
 
 CONTAINER_ID = "0123456789abcdef" * 4
-
-
-@pytest.fixture
-def actual(list_entry: ListEntry) -> Callable[..., ActualReplica]:
-    """``actual(replica, state=..., name=..., labels=...)``: what Docker lists for it."""
-
-    def make(replica: DesiredReplica, **kwargs: Any) -> ActualReplica:
-        return actual_from_list_entry(list_entry(replica, **kwargs))
-
-    return make
-
-
-def kinds_and_names(actions: list[Action]) -> list[tuple[str, str]]:
-    return [(action.kind, action.name) for action in actions]
+OLD_IMAGE = "registry.example.com/web:1.4"  # make_spec's image
+NEW_IMAGE = "registry.example.com/web:1.5"
 
 
 # --- which containers to create, start, remove -----------------------------------------------
@@ -98,13 +81,13 @@ def kinds_and_names(actions: list[Action]) -> list[tuple[str, str]]:
         ),
         pytest.param(
             1,
-            [(1, {"labels": {LABEL_REPLICA: "x"}})],
+            [(1, {"labels": {LABEL_SLOT: "x"}})],
             [("remove", "web-1"), ("create", "web-1")],
             id="index-none",
         ),
         pytest.param(
             1,
-            [(1, {"labels": {LABEL_REPLICA: "0"}}), (1, {"name": "web-1"})],
+            [(1, {"labels": {LABEL_SLOT: "0"}}), (1, {"name": "web-1"})],
             [("remove", "web-1")],
             id="index-zero-removed-right-one-kept",
         ),
@@ -112,7 +95,7 @@ def kinds_and_names(actions: list[Action]) -> list[tuple[str, str]]:
 )
 def test_plan_service(
     make_spec: MakeSpec,
-    actual: Callable[..., ActualReplica],
+    actual: MakeActual,
     wanted: int,
     containers: list[tuple[int, dict[str, Any]]],
     expected: list[tuple[str, str]],
@@ -132,9 +115,7 @@ def test_plan_service(
             assert action.actual in listed
 
 
-def test_duplicates_of_the_same_container_keep_one(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
-) -> None:
+def test_duplicates_of_the_same_container_keep_one(make_spec: MakeSpec, actual: MakeActual) -> None:
     (replica,) = desired_replicas(make_spec())
     first = actual(replica, container_id="a" * 64)
     second = actual(replica, container_id="b" * 64)
@@ -145,9 +126,7 @@ def test_duplicates_of_the_same_container_keep_one(
     assert actions[0].actual in (first, second)
 
 
-def test_plan_ignores_input_order(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
-) -> None:
+def test_plan_ignores_input_order(make_spec: MakeSpec, actual: MakeActual) -> None:
     pool = desired_replicas(make_spec(replicas=4))
     listed = [actual(pool[3]), actual(pool[0], state="exited"), actual(pool[2])]
 
@@ -161,6 +140,131 @@ def test_plan_ignores_input_order(
         ("create", "web-2"),
         ("start", "web-1"),
     ]
+
+
+# --- plan_service over slots: count replicas among replicas + spares -------------------------
+
+# Slots: "g" an up-to-date container, "s" a stale one (older image), "x" exited up-to-date.
+Layout = dict[int, str]
+
+
+@pytest.mark.parametrize(
+    ("count", "slots", "layout", "expected"),
+    [
+        pytest.param(2, 3, {1: "g", 2: "g"}, [], id="up-to-date"),
+        pytest.param(2, 3, {2: "g", 3: "g"}, [], id="one-in-the-spare-slot"),
+        pytest.param(2, 3, {1: "g", 3: "g"}, [], id="gap-below-the-spare"),
+        pytest.param(2, 4, {3: "g", 4: "g"}, [], id="all-in-spare-slots"),
+        pytest.param(2, 3, {1: "g", 2: "g", 3: "g"}, [("remove", "web-3")], id="one-too-many"),
+        pytest.param(2, 3, {1: "g", 3: "g", 2: "g"}, [("remove", "web-3")], id="listing-order"),
+        pytest.param(
+            1,
+            3,
+            {1: "g", 2: "g", 3: "g"},
+            [("remove", "web-3"), ("remove", "web-2")],
+            id="highest-slots-go",
+        ),
+        pytest.param(1, 2, {2: "g"}, [], id="only-the-spare"),
+        pytest.param(0, 1, {1: "g"}, [("remove", "web-1")], id="scale-to-zero-with-spare"),
+        pytest.param(
+            2, 3, {1: "s", 2: "s"}, [("recreate", "web-1"), ("recreate", "web-2")], id="stale"
+        ),
+        pytest.param(
+            2,
+            3,
+            {1: "s", 2: "s", 3: "s"},
+            [("remove", "web-3"), ("recreate", "web-1"), ("recreate", "web-2")],
+            id="extra-stale-removed",
+        ),
+        pytest.param(
+            2,
+            3,
+            {1: "s", 2: "s", 3: "g"},
+            [("remove", "web-2"), ("recreate", "web-1")],
+            id="half-done-start-first",
+        ),
+        pytest.param(
+            2,
+            3,
+            {1: "s", 2: "g", 3: "g"},
+            [("remove", "web-1")],
+            id="done-but-the-old-one",
+        ),
+        pytest.param(2, 3, {1: "g", 3: "s"}, [("recreate", "web-3")], id="stale-spare-recreated"),
+        pytest.param(
+            2, 3, {2: "s"}, [("recreate", "web-2"), ("create", "web-1")], id="stale-and-create"
+        ),
+        pytest.param(2, 3, {2: "g"}, [("create", "web-1")], id="create-lowest-free"),
+        pytest.param(2, 3, {1: "g"}, [("create", "web-2")], id="create-next"),
+        pytest.param(2, 3, {3: "g"}, [("create", "web-1")], id="create-below-spare"),
+        pytest.param(
+            3, 5, {2: "g", 4: "g"}, [("create", "web-1")], id="create-only-what-is-missing"
+        ),
+        pytest.param(2, 3, {}, [("create", "web-1"), ("create", "web-2")], id="create-all"),
+        pytest.param(2, 3, {1: "g", 2: "g", 4: "g"}, [("remove", "web-4")], id="beyond-the-slots"),
+        pytest.param(
+            2,
+            3,
+            {5: "s"},
+            [("remove", "web-5"), ("create", "web-1"), ("create", "web-2")],
+            id="stale-beyond-the-slots",
+        ),
+        pytest.param(
+            2,
+            3,
+            {1: "g", 2: "g", 3: "g", 6: "g"},
+            [("remove", "web-6"), ("remove", "web-3")],
+            id="beyond-and-one-too-many",
+        ),
+        pytest.param(2, 3, {1: "x", 3: "g"}, [("start", "web-1")], id="start-exited"),
+        pytest.param(
+            2, 3, {1: "x", 2: "g", 3: "g"}, [("remove", "web-3"), ("start", "web-1")], id="start"
+        ),
+    ],
+)
+def test_plan_over_slots(
+    make_spec: MakeSpec,
+    actual: MakeActual,
+    count: int,
+    slots: int,
+    layout: Layout,
+    expected: list[tuple[str, str]],
+) -> None:
+    new = make_spec(replicas=count, tag="1.5")
+    old_pool = desired_replicas(make_spec(replicas=count), slots=10)
+    new_pool = desired_replicas(new, slots=10)
+    listed = []
+    for index, kind in layout.items():
+        pool = old_pool if kind == "s" else new_pool
+        listed.append(actual(pool[index - 1], state="exited" if kind == "x" else "running"))
+    desired = new_pool[:slots]
+
+    actions = plan_service(desired, listed, count=count)
+
+    assert kinds_and_names(actions) == expected
+    for action in actions:
+        assert action.index is not None
+        if action.kind in ("create", "recreate", "start"):
+            assert action.desired == desired[action.index - 1]
+        if action.kind in ("remove", "recreate", "start"):
+            assert action.actual in listed
+            assert action.actual is not None and action.actual.index == action.index
+        if action.kind == "recreate":
+            assert action.changed == ("image",)
+
+
+def test_plan_over_slots_from_the_spec(make_spec: MakeSpec, actual: MakeActual) -> None:
+    """A start-first rollout that finished with a replica in the spare slot is left alone."""
+    spec = make_spec(replicas=2, update={"parallelism": 2})
+    desired = desired_replicas(spec, slots=spec.slots)
+    assert [replica.name for replica in desired] == ["web-1", "web-2", "web-3", "web-4"]
+
+    settled = plan_service(desired, [actual(desired[2]), actual(desired[3])], count=2)
+    no_count = plan_service(desired, [actual(desired[2]), actual(desired[3])])
+
+    assert settled == []
+    # Without count every slot is wanted: the spares would be filled too.
+    assert kinds_and_names(no_count) == [("create", "web-1"), ("create", "web-2")]
 
 
 # --- recreate --------------------------------------------------------------------------------
@@ -190,7 +294,7 @@ BASE = {
 )
 def test_recreate_names_exactly_the_changed_inputs(
     make_spec: MakeSpec,
-    actual: Callable[..., ActualReplica],
+    actual: MakeActual,
     change: dict[str, Any],
     changed: list[str],
 ) -> None:
@@ -206,7 +310,7 @@ def test_recreate_names_exactly_the_changed_inputs(
 
 
 def test_scaling_up_does_not_recreate_existing_replicas(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
+    make_spec: MakeSpec, actual: MakeActual
 ) -> None:
     old = desired_replicas(make_spec(replicas=2, **BASE))
     new = desired_replicas(make_spec(replicas=3, **BASE))
@@ -216,9 +320,7 @@ def test_scaling_up_does_not_recreate_existing_replicas(
     assert kinds_and_names(actions) == [("create", "web-3")]
 
 
-def test_scaling_down_with_a_change_removes_first(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
-) -> None:
+def test_scaling_down_with_a_change_removes_first(make_spec: MakeSpec, actual: MakeActual) -> None:
     old = desired_replicas(make_spec(replicas=2, **BASE))
     new = desired_replicas(make_spec(replicas=1, **{**BASE, "tag": "1.5"}))
 
@@ -228,7 +330,7 @@ def test_scaling_down_with_a_change_removes_first(
 
 
 def test_an_exited_outdated_container_is_recreated_not_started(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
+    make_spec: MakeSpec, actual: MakeActual
 ) -> None:
     (old,) = desired_replicas(make_spec(**BASE))
     (new,) = desired_replicas(make_spec(**{**BASE, "tag": "1.5"}))
@@ -239,7 +341,7 @@ def test_an_exited_outdated_container_is_recreated_not_started(
 
 
 def test_container_without_inputs_label_reports_every_input_changed(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
+    make_spec: MakeSpec, actual: MakeActual
 ) -> None:
     (old,) = desired_replicas(make_spec(**BASE))
     (new,) = desired_replicas(make_spec(**{**BASE, "tag": "1.5"}))
@@ -251,7 +353,7 @@ def test_container_without_inputs_label_reports_every_input_changed(
 
 
 def test_hash_mismatch_with_equal_inputs_reports_spec(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
+    make_spec: MakeSpec, actual: MakeActual
 ) -> None:
     (replica,) = desired_replicas(make_spec(**BASE))
 
@@ -271,7 +373,7 @@ def test_describe_create(make_spec: MakeSpec) -> None:
     assert action.describe() == {"created": {"image": "registry.example.com/web:1.4"}}
 
 
-def test_describe_remove(make_spec: MakeSpec, actual: Callable[..., ActualReplica]) -> None:
+def test_describe_remove(make_spec: MakeSpec, actual: MakeActual) -> None:
     (replica,) = desired_replicas(make_spec())
 
     (action,) = plan_service([], [actual(replica, container_id=CONTAINER_ID)])
@@ -281,7 +383,7 @@ def test_describe_remove(make_spec: MakeSpec, actual: Callable[..., ActualReplic
     }
 
 
-def test_describe_start(make_spec: MakeSpec, actual: Callable[..., ActualReplica]) -> None:
+def test_describe_start(make_spec: MakeSpec, actual: MakeActual) -> None:
     (replica,) = desired_replicas(make_spec())
 
     (action,) = plan_service([replica], [actual(replica, state="exited")])
@@ -289,9 +391,7 @@ def test_describe_start(make_spec: MakeSpec, actual: Callable[..., ActualReplica
     assert action.describe() == {"started": {"old": "exited", "new": "running"}}
 
 
-def test_describe_recreate_with_new_image(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
-) -> None:
+def test_describe_recreate_with_new_image(make_spec: MakeSpec, actual: MakeActual) -> None:
     (old,) = desired_replicas(make_spec(**BASE))
     (new,) = desired_replicas(make_spec(**{**BASE, "tag": "1.5", "env": {"A": "2"}}))
 
@@ -303,9 +403,7 @@ def test_describe_recreate_with_new_image(
     }
 
 
-def test_describe_recreate_without_image_change(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
-) -> None:
+def test_describe_recreate_without_image_change(make_spec: MakeSpec, actual: MakeActual) -> None:
     (old,) = desired_replicas(make_spec(**BASE))
     (new,) = desired_replicas(make_spec(**{**BASE, "restart_policy": "always"}))
 
@@ -314,9 +412,7 @@ def test_describe_recreate_without_image_change(
     assert action.describe() == {"recreated": {"changed": ["restart_policy"]}}
 
 
-def test_describe_never_contains_env_values(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
-) -> None:
+def test_describe_never_contains_env_values(make_spec: MakeSpec, actual: MakeActual) -> None:
     old_secret, new_secret = "old-s3cr3t-Pa55word", "new-s3cr3t-Pa55word"
     old = desired_replicas(make_spec(replicas=5, env={"DB_PASSWORD": old_secret}))
     new = desired_replicas(make_spec(replicas=5, env={"DB_PASSWORD": new_secret}))
@@ -332,13 +428,146 @@ def test_describe_never_contains_env_values(
         assert new_secret not in described
 
 
+# --- describe_plan ---------------------------------------------------------------------------
+
+
+def plan_for(
+    old: ServiceSpec,
+    new: ServiceSpec,
+    actual: MakeActual,
+    slots: list[int] | None = None,
+) -> list[Action]:
+    """The plan from ``old``'s containers in ``slots`` (default 1..replicas) to ``new``."""
+    pool = desired_replicas(old, slots=10)
+    listed = [actual(pool[i - 1]) for i in slots or range(1, old.replicas + 1)]
+    desired = desired_replicas(new, slots=new.slots)
+    return plan_service(desired, listed, count=new.replicas)
+
+
+def image_change(name: str) -> str:
+    return f"{name} ({OLD_IMAGE} -> {NEW_IMAGE})"
+
+
+@pytest.mark.parametrize(
+    ("parallelism", "batches"),
+    [
+        (1, [["web-1"], ["web-2"], ["web-3"], ["web-4"]]),
+        (2, [["web-1", "web-2"], ["web-3", "web-4"]]),
+        (3, [["web-1", "web-2", "web-3"], ["web-4"]]),
+        (4, [["web-1", "web-2", "web-3", "web-4"]]),
+        (10, [["web-1", "web-2", "web-3", "web-4"]]),
+    ],
+)
+@pytest.mark.parametrize("order", ["start-first", "stop-first"])
+def test_describe_plan_batches(
+    make_spec: MakeSpec,
+    actual: MakeActual,
+    parallelism: int,
+    batches: list[list[str]],
+    order: str,
+) -> None:
+    update = {"parallelism": parallelism, "order": order}
+    old = make_spec(replicas=4, update=update)
+    new = make_spec(replicas=4, update=update, tag="1.5")
+    actions = plan_for(old, new, actual)
+
+    lines = describe_plan(new, actions)
+
+    assert lines == [
+        f"batch {number} ({order}): " + "; ".join(image_change(name) for name in batch)
+        for number, batch in enumerate(batches, 1)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "shown"),
+    [
+        pytest.param({"env": {"A": "2"}}, "env", id="env"),
+        pytest.param({"restart_policy": "always"}, "restart_policy", id="restart-policy"),
+        pytest.param(
+            {"env": {"A": "2"}, "command": ["serve", "-v"], "restart_policy": "always"},
+            "command, env, restart_policy",
+            id="several-in-input-order",
+        ),
+        pytest.param({"labels": {"team": "x"}}, "labels", id="labels"),
+    ],
+)
+def test_describe_plan_names_other_changes_by_input(
+    make_spec: MakeSpec, actual: MakeActual, change: dict[str, Any], shown: str
+) -> None:
+    base = {"replicas": 2, "env": {"A": "1"}, "command": ["serve"]}
+    old = make_spec(**base)
+    new = make_spec(**{**base, **change})
+
+    lines = describe_plan(new, plan_for(old, new, actual))
+
+    assert lines == [
+        f"batch 1 (start-first): web-1 ({shown})",
+        f"batch 2 (start-first): web-2 ({shown})",
+    ]
+
+
+def test_describe_plan_shows_an_image_change_as_old_to_new(
+    make_spec: MakeSpec, actual: MakeActual
+) -> None:
+    old = make_spec(env={"A": "1"})
+    new = make_spec(env={"A": "1"}, tag="1.5")
+
+    assert describe_plan(new, plan_for(old, new, actual)) == [
+        f"batch 1 (start-first): web-1 ({OLD_IMAGE} -> {NEW_IMAGE})"
+    ]
+
+
+def test_describe_plan_lists_removes_and_creates_before_batches(
+    make_spec: MakeSpec, actual: MakeActual
+) -> None:
+    update = {"parallelism": 2}
+    old = make_spec(replicas=2, update=update)
+    new = make_spec(replicas=3, update=update, tag="1.5")
+    # Slots 1..7 are valid (3 replicas + 2 x 2 spares): web-8 is not.
+    actions = plan_for(old, new, actual, slots=[1, 2, 8])
+
+    lines = describe_plan(new, actions)
+
+    assert kinds_and_names(actions) == [
+        ("remove", "web-8"),
+        ("recreate", "web-1"),
+        ("recreate", "web-2"),
+        ("create", "web-3"),
+    ]
+    assert lines == [
+        "remove web-8",
+        "create web-3",
+        f"batch 1 (start-first): {image_change('web-1')}; {image_change('web-2')}",
+    ]
+
+
+def test_describe_plan_without_recreates(make_spec: MakeSpec, actual: MakeActual) -> None:
+    spec = make_spec(replicas=2)
+    pool = desired_replicas(spec, slots=5)
+    listed = [actual(pool[0], state="exited"), actual(pool[4])]
+    actions = plan_service(pool[:3], listed, count=2)
+
+    assert describe_plan(spec, actions) == ["remove web-5", "create web-2", "start web-1"]
+
+
+def test_describe_plan_of_nothing(make_spec: MakeSpec) -> None:
+    assert describe_plan(make_spec(), []) == []
+
+
+def test_describe_plan_lists_signals_last(make_spec: MakeSpec, actual: MakeActual) -> None:
+    config = {"path": "/etc/web", "files": {"a": {"contents": "x"}}, "on_change": "signal:HUP"}
+    old = make_spec(replicas=2, config=config)
+    new = make_spec(replicas=2, config=config, env={"A": "2"})
+    listed = [actual(desired_replicas(old, "v1")[0]), actual(desired_replicas(new, "v1")[1])]
+    actions = plan_service(desired_replicas(new, "v2", slots=3), listed, {}, "SIGHUP", count=2)
+
+    assert describe_plan(new, actions) == ["batch 1 (start-first): web-1 (env)", "signal web-2"]
+
+
 # --- config versions: signals and config recreates -------------------------------------------
 
 V1, V2 = "0123456789abcdef", "fedcba9876543210"
-
-
-def _config(on_change: str) -> dict[str, Any]:
-    return {"path": "/etc/web", "files": {"web.conf": {"contents": "x"}}, "on_change": on_change}
 
 
 @pytest.mark.parametrize(
@@ -360,7 +589,7 @@ def _config(on_change: str) -> dict[str, Any]:
 )
 def test_live_config_replicas_behind_the_desired_version_are_signalled(
     make_spec: MakeSpec,
-    actual: Callable[..., ActualReplica],
+    actual: MakeActual,
     label: str,
     seen: dict[str, str],
     state: str,
@@ -368,7 +597,7 @@ def test_live_config_replicas_behind_the_desired_version_are_signalled(
     expected: list[str],
     seen_version: str | None,
 ) -> None:
-    spec = make_spec(config=_config("signal:SIGHUP"))
+    spec = make_spec(config=config_dir(on_change="signal:SIGHUP"))
     (old,) = desired_replicas(spec, V1)
     (new,) = desired_replicas(spec, V2)
     listed = actual(
@@ -385,10 +614,8 @@ def test_live_config_replicas_behind_the_desired_version_are_signalled(
             assert (action.signal, action.seen_version) == (signal, seen_version)
 
 
-def test_only_replicas_behind_are_signalled(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
-) -> None:
-    spec = make_spec(replicas=3, config=_config("signal:SIGHUP"))
+def test_only_replicas_behind_are_signalled(make_spec: MakeSpec, actual: MakeActual) -> None:
+    spec = make_spec(replicas=3, config=config_dir(on_change="signal:SIGHUP"))
     old = desired_replicas(spec, V1)
     new = desired_replicas(spec, V2)
     listed = [actual(replica, container_id=f"{i}" * 64) for i, replica in enumerate(old, 1)]
@@ -399,10 +626,14 @@ def test_only_replicas_behind_are_signalled(
 
 
 def test_a_changed_live_replica_is_recreated_not_signalled(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
+    make_spec: MakeSpec, actual: MakeActual
 ) -> None:
-    (old,) = desired_replicas(make_spec(env={"A": "1"}, config=_config("signal:SIGHUP")), V1)
-    (new,) = desired_replicas(make_spec(env={"A": "2"}, config=_config("signal:SIGHUP")), V2)
+    (old,) = desired_replicas(
+        make_spec(env={"A": "1"}, config=config_dir(on_change="signal:SIGHUP")), V1
+    )
+    (new,) = desired_replicas(
+        make_spec(env={"A": "2"}, config=config_dir(on_change="signal:SIGHUP")), V2
+    )
 
     (action,) = plan_service([new], [actual(old)], {}, "SIGHUP")
 
@@ -411,9 +642,9 @@ def test_a_changed_live_replica_is_recreated_not_signalled(
 
 @pytest.mark.parametrize("on_change", ["rolling", "restart"])
 def test_pinned_config_replicas_are_recreated_never_signalled(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica], on_change: str
+    make_spec: MakeSpec, actual: MakeActual, on_change: str
 ) -> None:
-    spec = make_spec(replicas=2, config=_config(on_change))
+    spec = make_spec(replicas=2, config=config_dir(on_change=on_change))
     old, new = desired_replicas(spec, V1), desired_replicas(spec, V2)
 
     actions = plan_service(new, [actual(replica) for replica in old], {}, "SIGHUP")
@@ -422,8 +653,8 @@ def test_pinned_config_replicas_are_recreated_never_signalled(
     assert all(action.changed == ("config",) for action in actions)
 
 
-def test_describe_signal(make_spec: MakeSpec, actual: Callable[..., ActualReplica]) -> None:
-    spec = make_spec(config=_config("signal:SIGHUP"))
+def test_describe_signal(make_spec: MakeSpec, actual: MakeActual) -> None:
+    spec = make_spec(config=config_dir(on_change="signal:SIGHUP"))
     (old,) = desired_replicas(spec, V1)
     (new,) = desired_replicas(spec, V2)
 
@@ -438,11 +669,11 @@ def test_describe_signal(make_spec: MakeSpec, actual: Callable[..., ActualReplic
 @pytest.mark.parametrize(("label", "old_version"), [(V1, V1), ("", None)])
 def test_describe_config_recreate(
     make_spec: MakeSpec,
-    actual: Callable[..., ActualReplica],
+    actual: MakeActual,
     label: str,
     old_version: str | None,
 ) -> None:
-    spec = make_spec(config=_config("rolling"))
+    spec = make_spec(config=config_dir(on_change="rolling"))
     (old,) = desired_replicas(spec, V1)
     (new,) = desired_replicas(spec, V2)
 
@@ -455,10 +686,10 @@ def test_describe_config_recreate(
 
 
 def test_describe_recreate_without_config_change_has_no_config_version(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
+    make_spec: MakeSpec, actual: MakeActual
 ) -> None:
-    (old,) = desired_replicas(make_spec(tag="1.4", config=_config("rolling")), V1)
-    (new,) = desired_replicas(make_spec(tag="1.5", config=_config("rolling")), V1)
+    (old,) = desired_replicas(make_spec(tag="1.4", config=config_dir(on_change="rolling")), V1)
+    (new,) = desired_replicas(make_spec(tag="1.5", config=config_dir(on_change="rolling")), V1)
 
     (action,) = plan_service([new], [actual(old)])
 
@@ -468,15 +699,19 @@ def test_describe_recreate_without_config_change_has_no_config_version(
     }
 
 
-def test_describe_never_contains_secret_values(
-    make_spec: MakeSpec, actual: Callable[..., ActualReplica]
-) -> None:
+def test_describe_never_contains_secret_values(make_spec: MakeSpec, actual: MakeActual) -> None:
     old_secret, new_secret = "old-s3cr3t-Pa55word", "new-s3cr3t-Pa55word"
     old = desired_replicas(
-        make_spec(replicas=2, secrets={"PW": old_secret}, config=_config("signal:SIGHUP")), V1
+        make_spec(
+            replicas=2, secrets={"PW": old_secret}, config=config_dir(on_change="signal:SIGHUP")
+        ),
+        V1,
     )
     new = desired_replicas(
-        make_spec(replicas=2, secrets={"PW": new_secret}, config=_config("signal:SIGHUP")), V2
+        make_spec(
+            replicas=2, secrets={"PW": new_secret}, config=config_dir(on_change="signal:SIGHUP")
+        ),
+        V2,
     )
 
     actions = plan_service(

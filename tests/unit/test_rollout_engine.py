@@ -21,18 +21,24 @@ from typing import Any, cast
 
 import pytest
 
+from dockerops import rollout as engine
 from dockerops.errors import DockerError, NotFound
-from dockerops.host import Clock, DockerHost, HealthWatch, Wakeup
+from dockerops.events import Wakeup
+from dockerops.health import Clock, HealthWatch
+from dockerops.host import DockerHost, StopReport
+from dockerops.ledger import Ledger
 from dockerops.plan import Action, plan_service
-from dockerops.replicas import DesiredReplica, actual_from_list_entry
+from dockerops.replicas import ActualReplica, DesiredReplica, actual_from_list_entry
 from dockerops.replicas import desired_replicas as replicas_of
-from dockerops.rollout import RolloutFailed, replace
+from dockerops.rollout import RolloutReport, replace
 from dockerops.spec import ServiceSpec
 
 MakeSpec = Callable[..., ServiceSpec]
 
 CREATE_COST = 0.3
 REMOVE_COST = 0.1
+# Docker's grace period: a stop that is not heeded is a kill this much later.
+GRACE = 10
 # What each tag's containers do, in seconds after their start.
 BEHAVIOUR: dict[str, dict[str, float]] = {
     "1.4": {"healthy": 1.0},
@@ -42,18 +48,74 @@ BEHAVIOUR: dict[str, dict[str, float]] = {
     "crashloop": {"restart": 0.5},
     "flaky": {"healthy": 1.0, "unhealthy": 2.5},  # healthy, then fails while proving itself
     "late": {"healthy": 1.0, "unhealthy": 8.0},  # fails long after it counted
+    # PID 1 ignores SIGTERM: every stop waits the grace period, then kills.
+    "stubborn": {"healthy": 1.0, "ignores_sigterm": 1.0},
 }
 
 
 class SimClock:
+    """Simulated time, shared by the rollout loop and the threads stopping old replicas.
+
+    Only the loop advances it, and only while every stopping thread waits on
+    simulated time (or has ended): a stop that takes 10 s ends at exactly 10 s,
+    however the threads are scheduled.
+    """
+
     def __init__(self) -> None:
         self.t = 0.0
+        self.cond = threading.Condition()
+        self.busy = 0  # threads running, not waiting on simulated time
+        self.waiting: list[list[float]] = []
 
     def now(self) -> float:
         return self.t
 
     def sleep(self, seconds: float) -> None:
-        self.t += seconds
+        with self.cond:
+            self.cond.wait_for(lambda: self.busy == 0)
+            self.t += seconds
+            for entry in [w for w in self.waiting if w[0] <= self.t]:
+                self.waiting.remove(entry)
+                self.busy += 1  # handed back to its thread, which runs on now
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: self.busy == 0)
+
+    def wait_until(self, when: float) -> None:
+        """Block a stopping thread until simulated time reaches ``when``."""
+        entry = [when]
+        with self.cond:
+            self.waiting.append(entry)
+            self.busy -= 1
+            self.cond.notify_all()
+            self.cond.wait_for(lambda: entry not in self.waiting)
+
+    def spawn(self, call: Callable[[], Any], name: str) -> engine.Background[Any]:
+        """The engine's background thread, counted as busy until it ends."""
+        with self.cond:
+            self.busy += 1
+        return SimTask(self, call, name)
+
+
+class SimTask(engine.Background[Any]):
+    """A real background thread whose end the simulated clock accounts for."""
+
+    def __init__(self, clock: SimClock, call: Callable[[], Any], name: str) -> None:
+        self.finished = threading.Event()
+
+        def run() -> Any:
+            try:
+                return call()
+            finally:
+                self.finished.set()  # before the clock may move on: done is exact
+                with clock.cond:
+                    clock.busy -= 1
+                    clock.cond.notify_all()
+
+        super().__init__(run, name)
+
+    @property
+    def done(self) -> bool:
+        return self.finished.is_set()
 
 
 @dataclass
@@ -75,6 +137,7 @@ class SimHost:
     containers: dict[str, SimContainer] = field(default_factory=dict)
     log: list[tuple[float, str, str]] = field(default_factory=list)
     fail_create: set[str] = field(default_factory=set)
+    fail_remove: set[str] = field(default_factory=set)
     serial: int = 0
 
     def add(self, replica: DesiredReplica, started: float = -100.0) -> SimContainer:
@@ -116,13 +179,50 @@ class SimHost:
         self.log.append((self.clock.now(), "restore", name))
         return container.id
 
-    def remove(self, container_id: str, name: str, graceful: bool = True) -> None:
+    def remove(
+        self,
+        container_id: str,
+        name: str,
+        graceful: bool = True,
+        details: dict[str, Any] | None = None,
+    ) -> StopReport | None:
         container = self.containers.get(container_id)
         if container is None or container.removed is not None:
-            return
-        self.clock.sleep(REMOVE_COST)
-        container.removed = self.clock.now()
-        self.log.append((self.clock.now(), "remove", name))
+            return None
+        killed = graceful and "ignores_sigterm" in BEHAVIOUR[container.tag]
+        took = GRACE + REMOVE_COST if killed else REMOVE_COST
+        end = self.clock.now() + took
+        if threading.current_thread() is threading.main_thread():
+            self.clock.sleep(took)
+        else:  # stopping beside the rollout: simulated time goes on meanwhile
+            self.clock.wait_until(end)
+        if name in self.fail_remove:
+            raise DockerError(f"removing {name}: dockerd says no")
+        container.removed = end
+        self.log.append((end, "remove", name))
+        return StopReport(name, took, GRACE, killed) if graceful else None
+
+    def managed(self, service: str | None = None) -> list[ActualReplica]:
+        """The live containers, as Docker's list call shows them."""
+        return [
+            actual_from_list_entry(
+                {
+                    "Id": c.id,
+                    "Names": [f"/{c.name}"],
+                    "Labels": c.labels,
+                    "State": "running",
+                    "Status": "Up",
+                }
+            )
+            for c in self.containers.values()
+            if c.removed is None
+        ]
+
+    def ensure_image(self, ref: str, doing: str) -> None:
+        return None
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        return {"Id": f"sha256:{ref}", "Config": {"Healthcheck": {"Test": ["CMD", "check"]}}}
 
     def log_tail(self, container_id: str, lines: int = 20, max_bytes: int = 4096) -> str:
         container = self.containers.get(container_id)
@@ -141,6 +241,7 @@ class SimHost:
                 "Image": f"registry.example.com/web:{container.tag}",
                 "Labels": container.labels,
                 "Healthcheck": {"Test": ["CMD", "check"]},
+                "StopTimeout": GRACE,
             },
             "HostConfig": {},
             "State": {"Status": status, "Health": {"Status": health}, "Restarting": False},
@@ -196,21 +297,25 @@ class Rollout:
     occupied: set[int]
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
 
-    def run(self, settle: float = 2.0, all_at_once: bool = False) -> Any:
+    def context(self, settle: float = 2.0, ledger: Ledger | None = None) -> engine.Rollout:
+        """The engine's view of this rollout, on simulated time."""
+
         def progress(stage: str, data: dict[str, Any]) -> None:
             self.events.append((self.clock.now(), stage, data))
 
-        return replace(
+        return engine.Rollout(
             cast(DockerHost, self.host),
             self.spec,
-            self.actions,
-            self.slots,
-            self.occupied,
             settle,
-            all_at_once,
+            ledger or Ledger(None, self.spec.name),
             progress,
             Clock(self.clock.now, self.clock.sleep),
+            self.clock.spawn,
         )
+
+    def run(self, settle: float = 2.0, all_at_once: bool = False) -> RolloutReport:
+        slots = engine.Slots(self.slots, self.occupied)
+        return replace(self.context(settle), self.actions, slots, all_at_once)
 
     def times(self, what: str) -> dict[str, float]:
         return {name: t for t, kind, name in self.host.log if kind == what}
@@ -223,15 +328,15 @@ class Rollout:
 
 @pytest.fixture
 def rollout(make_spec: MakeSpec) -> Callable[..., Rollout]:
-    """``rollout(tag, replicas=4, update={...})``: replicas on 1.4 (healthy), to ``tag``."""
+    """``rollout(tag, replicas=4, old="1.4", update={...})``: replicas on ``old``, to ``tag``."""
 
-    def make(tag: str, replicas: int = 4, **update: Any) -> Rollout:
+    def make(tag: str, replicas: int = 4, old: str = "1.4", **update: Any) -> Rollout:
         clock = SimClock()
         host = SimHost(clock)
-        old = make_spec(replicas=replicas, update=update)
+        before = make_spec(replicas=replicas, update=update, tag=old)
         new = make_spec(replicas=replicas, update=update, tag=tag)
         listed = []
-        for replica in replicas_of(old):
+        for replica in replicas_of(before):
             container = host.add(replica)
             entry = {
                 "Id": container.id,
@@ -245,7 +350,7 @@ def rollout(make_spec: MakeSpec) -> Callable[..., Rollout]:
         actions = plan_service(desired, listed, count=new.replicas)
         assert {a.kind for a in actions} == {"recreate"}
         slots = {r.index: r for r in desired}
-        occupied = {r.index for r in replicas_of(old)}
+        occupied = {r.index for r in replicas_of(before)}
         return Rollout(host, clock, new, actions, slots, occupied)
 
     return make
@@ -463,12 +568,12 @@ def test_a_version_never_healthy_stops_at_the_first_batch(
 ) -> None:
     run = rollout(tag)
 
-    with pytest.raises(RolloutFailed, match=re.escape(reason)) as failed:
-        run.run(settle=2.0)
+    report = run.run(settle=2.0)
 
+    assert report.failure is not None and re.search(re.escape(reason), report.failure)
     assert len([1 for _t, kind, _n in run.host.log if kind == "create"]) == 1
     assert run.host.live_tags() == [(f"web-{i}", "1.4") for i in range(1, 5)]
-    assert failed.value.report is not None and failed.value.report.rolled_back == []
+    assert report.rolled_back == []
     assert min(run.capacity_samples()) == 4
     assert run.occupied == {1, 2, 3, 4}
 
@@ -478,9 +583,9 @@ def test_failure_while_proving_removes_both_batches_in_flight(
 ) -> None:
     run = rollout("flaky")
 
-    with pytest.raises(RolloutFailed, match="became unhealthy"):
-        run.run(settle=2.0)
+    report = run.run(settle=2.0)
 
+    assert report.failure is not None and "became unhealthy" in report.failure
     # Later batches had started (the first was healthy); all go, no old
     # replica was ever stopped.
     created = sorted(run.times("create"))
@@ -499,11 +604,9 @@ def test_failure_after_batches_counted_rolls_them_back_newest_first(
     # web-1 and web-2: the fifth fails to start, after two batches counted.
     run.host.fail_create.add("web-2")
 
-    with pytest.raises(RolloutFailed, match="port is already allocated") as failed:
-        run.run(settle=2.0)
+    report = run.run(settle=2.0)
 
-    report = failed.value.report
-    assert report is not None
+    assert report.failure is not None and "port is already allocated" in report.failure
     assert report.rolled_back == ["web-1", "web-2"]
     restores = [name for _t, kind, name in run.host.log if kind == "restore"]
     assert restores == ["web-2", "web-1"]
@@ -518,11 +621,10 @@ def test_stop_first_failure_puts_the_stopped_replica_back(
     run = rollout("1.5", order="stop-first")
     run.host.fail_create.add("web-2")
 
-    with pytest.raises(RolloutFailed) as failed:
-        run.run(settle=2.0)
+    report = run.run(settle=2.0)
 
-    assert failed.value.report is not None
-    assert failed.value.report.rolled_back == ["web-1", "web-2"]
+    assert not report.ok
+    assert report.rolled_back == ["web-1", "web-2"]
     assert run.host.live_tags() == [(f"web-{i}", "1.4") for i in range(1, 5)]
 
 
@@ -531,8 +633,7 @@ def test_without_rollback_the_failed_replacement_is_left(
 ) -> None:
     run = rollout("broken", rollback=False)
 
-    with pytest.raises(RolloutFailed):
-        run.run(settle=2.0)
+    assert not run.run(settle=2.0).ok
 
     assert ("web-5", "broken") in run.host.live_tags()
     assert len(run.host.live_tags()) == 5
@@ -549,6 +650,115 @@ def test_all_at_once_replaces_every_replica_in_one_batch(
         ["web-1", "web-2", "web-3", "web-4"]
     ]
     assert run.host.live_tags() == [(f"web-{i}", "1.5") for i in range(1, 5)]
+
+
+# --- retiring old replicas beside the rollout ------------------------------------------------
+
+
+def test_old_replicas_that_ignore_sigterm_cost_one_grace_period_not_one_each(
+    rollout: Callable[..., Rollout],
+) -> None:
+    prompt = rollout("1.5", replicas=3)
+    prompt.run(settle=2.0)
+    stubborn = rollout("1.5", replicas=3, old="stubborn")
+
+    report = stubborn.run(settle=2.0)
+
+    assert report.ok
+    assert stubborn.host.live_tags() == [(f"web-{i}", "1.5") for i in (4, 5, 6)]
+    # Three stops of 10 s each, yet the rollout is one grace period longer.
+    assert [(s.container, s.killed, s.grace) for s in report.stops] == [
+        (f"web-{i}", True, GRACE) for i in (1, 2, 3)
+    ]
+    grown = stubborn.clock.now() - prompt.clock.now()
+    assert GRACE - 1 <= grown <= GRACE + 1, grown
+    # The stops overlapped: the second began before the first ended.
+    assert min(stubborn.capacity_samples()) == 3
+    assert report.steps.count("web-1 " + report.stops[0].hint) == 1  # type: ignore[operator]
+
+
+def test_a_slot_is_reused_only_once_its_old_replica_is_gone(
+    rollout: Callable[..., Rollout],
+) -> None:
+    """Four replicas, three spares: web-4's replacement waits for web-1's slot,
+    whose old replica takes a whole grace period to stop; it never goes in place."""
+    run = rollout("1.5", replicas=4, old="stubborn")
+
+    report = run.run(settle=2.0)
+
+    assert report.ok
+    created, removed = run.times("create"), run.times("remove")
+    assert created["web-1"] >= removed["web-1"]
+    assert [r.new_name for r in report.replaced] == ["web-5", "web-6", "web-7", "web-1"]
+    # Capacity never dips (a replacement in place would have cost one replica).
+    assert min(run.capacity_samples()) == 4
+    assert max(run.host.alive_at(t / 20) for t in range(int(run.clock.now() * 20))) <= 7
+
+
+def test_an_old_replica_retires_only_once_its_replacement_counts(
+    rollout: Callable[..., Rollout],
+) -> None:
+    run = rollout("1.5", replicas=3, old="stubborn")
+
+    report = run.run(settle=2.0)
+
+    healthy_at = {
+        data["replica"]: t
+        for t, stage, data in run.events
+        if stage == "replica" and data.get("state") == "healthy"
+    }
+    removed = run.times("remove")
+    for item in report.replaced:
+        # Removed a grace period after its stop began, which was once its replacement counted.
+        assert removed[item.action.name] >= healthy_at[item.new_name] + GRACE
+
+
+def test_a_failure_while_old_replicas_retire_rolls_back_once_they_are_gone(
+    rollout: Callable[..., Rollout],
+) -> None:
+    """web-4's replacement fails to start in web-1's freed slot while web-2 and
+    web-3 are still being stopped: the rollback waits for them, then puts all
+    three back, newest first, without ever dropping below four replicas."""
+    run = rollout("1.5", replicas=4, old="stubborn")
+    run.host.fail_create.add("web-1")
+
+    report = run.run(settle=2.0)
+
+    assert report.failure is not None and "port is already allocated" in report.failure
+    assert report.rolled_back == ["web-1", "web-2", "web-3"]
+    restores = [(t, name) for t, kind, name in run.host.log if kind == "restore"]
+    assert [name for _t, name in restores] == ["web-3", "web-2", "web-1"]
+    removed = run.times("remove")
+    assert all(t >= removed[name] for t, name in restores)
+    assert not any("rollback of" in step for step in report.steps), report.steps
+    assert run.host.live_tags() == [(f"web-{i}", "stubborn") for i in range(1, 5)]
+    assert min(run.capacity_samples()) == 4
+    assert run.occupied == {1, 2, 3, 4}
+
+
+def test_stop_first_stops_a_batch_together(rollout: Callable[..., Rollout]) -> None:
+    run = rollout("1.5", replicas=4, old="stubborn", order="stop-first", parallelism=2)
+
+    report = run.run(settle=2.0)
+
+    assert report.ok
+    # Two batches, each one grace period of stops (not two), then create + healthy + hold.
+    assert run.clock.now() <= 2 * (GRACE + REMOVE_COST + CREATE_COST + 1.0 + 2.0) + 1
+    assert min(run.capacity_samples()) == 2
+    assert run.host.live_tags() == [(f"web-{i}", "1.5") for i in range(1, 5)]
+
+
+def test_a_failed_removal_fails_the_rollout_and_keeps_the_slot(
+    rollout: Callable[..., Rollout],
+) -> None:
+    run = rollout("1.5", replicas=2, rollback=False)
+    run.host.fail_remove.add("web-1")
+
+    report = run.run(settle=2.0)
+
+    assert report.failure is not None and "removing web-1: dockerd says no" in report.failure
+    # web-1 may still be there: its slot is not taken for granted.
+    assert 1 in run.occupied
 
 
 # --- Wakeup: the rollout loop's sleep, cut short by Docker's events -------------------------

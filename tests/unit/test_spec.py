@@ -9,37 +9,17 @@ import pytest
 
 from dockerops.errors import SpecError
 from dockerops.spec import deep_merge, load_service, load_services, service_names
+from tests.support.builders import WEB, pillar, port, problems_of, web_pillar
 
 # The problem must not echo the value (lists, mappings, env, missing fields).
 HIDDEN = "<hidden>"
-
-WEB = "dockerops:services:web"
-
-
-def pillar(services: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
-    """``{"dockerops": {...top, "services": services}}``."""
-    return {"dockerops": {**top, "services": services or {}}}
-
-
-def web(**fields: Any) -> dict[str, Any]:
-    """A pillar with one service ``web`` (image ``web``) plus ``fields``."""
-    return pillar({"web": {"image": "web", **fields}})
-
-
-def problems_of(pillar_data: dict[str, Any], name: str = "web", **kwargs: Any) -> list[str]:
-    with pytest.raises(SpecError) as caught:
-        load_service(pillar_data, name, **kwargs)
-    # The exception text (what Salt shows) carries every problem.
-    for problem in caught.value.problems:
-        assert problem in str(caught.value)
-    return caught.value.problems
 
 
 # --- valid pillar ----------------------------------------------------------------------------
 
 
 def test_minimal_service_gets_model_defaults() -> None:
-    spec = load_service(web(), "web")
+    spec = load_service(web_pillar(), "web")
 
     assert spec.name == "web"
     assert spec.image == "web"
@@ -55,12 +35,12 @@ def test_minimal_service_gets_model_defaults() -> None:
 
 
 def test_port_defaults_to_loopback_tcp_without_host_port() -> None:
-    (port,) = load_service(web(ports=[{"container": 8080}]), "web").ports
+    (published,) = load_service(web_pillar(ports=[{"container": 8080}]), "web").ports
 
-    assert port.container == 8080
-    assert port.host is None
-    assert port.host_ip == "127.0.0.1"
-    assert port.protocol == "tcp"
+    assert published.container == 8080
+    assert published.host is None
+    assert published.host_ip == "127.0.0.1"
+    assert published.protocol == "tcp"
 
 
 @pytest.mark.parametrize(
@@ -72,9 +52,11 @@ def test_port_defaults_to_loopback_tcp_without_host_port() -> None:
     ],
 )
 def test_port_host_ip_accepts_v4_and_v6(host_ip: str, expected: object) -> None:
-    (port,) = load_service(web(ports=[{"container": 80, "host_ip": host_ip}]), "web").ports
+    (published,) = load_service(
+        web_pillar(ports=[{"container": 80, "host_ip": host_ip}]), "web"
+    ).ports
 
-    assert port.host_ip == str(expected)
+    assert published.host_ip == str(expected)
 
 
 def test_defaults_are_deep_merged_under_the_service() -> None:
@@ -170,14 +152,14 @@ def test_valid_image_repositories(image: str) -> None:
 
 @pytest.mark.parametrize("tag", ["1.4", "latest", "v1.2.3-rc_1", "_x", "A" * 128])
 def test_valid_tags(tag: str) -> None:
-    assert load_service(web(tag=tag), "web").image_ref == f"web:{tag}"
+    assert load_service(web_pillar(tag=tag), "web").image_ref == f"web:{tag}"
 
 
 @pytest.mark.parametrize(
     "policy", ["no", "always", "unless-stopped", "on-failure", "on-failure:1", "on-failure:10"]
 )
 def test_valid_restart_policies(policy: str) -> None:
-    assert load_service(web(restart_policy=policy), "web").restart_policy == policy
+    assert load_service(web_pillar(restart_policy=policy), "web").restart_policy == policy
 
 
 @pytest.mark.parametrize(
@@ -193,12 +175,12 @@ def test_valid_restart_policies(policy: str) -> None:
     ],
 )
 def test_env_values_become_strings(value: object, expected: str) -> None:
-    assert load_service(web(env={"VALUE": value}), "web").env == {"VALUE": expected}
+    assert load_service(web_pillar(env={"VALUE": value}), "web").env == {"VALUE": expected}
 
 
 @pytest.mark.parametrize("env_name", ["A", "_private", "DB_URL_2", "lower_case"])
 def test_valid_env_names(env_name: str) -> None:
-    assert load_service(web(env={env_name: "x"}), "web").env == {env_name: "x"}
+    assert load_service(web_pillar(env={env_name: "x"}), "web").env == {env_name: "x"}
 
 
 @pytest.mark.parametrize(
@@ -210,7 +192,7 @@ def test_valid_env_names(env_name: str) -> None:
     ],
 )
 def test_command(command: object, expected: list[str] | None) -> None:
-    assert load_service(web(command=command), "web").command == expected
+    assert load_service(web_pillar(command=command), "web").command == expected
 
 
 @pytest.mark.parametrize("name", ["web", "web-1", "a_b", "0web", "a" * 50])
@@ -220,13 +202,13 @@ def test_valid_service_names(name: str) -> None:
 
 @pytest.mark.parametrize("replicas", [0, 1, 100])
 def test_replicas_bounds_are_inclusive(replicas: int) -> None:
-    assert load_service(web(replicas=replicas), "web").replicas == replicas
+    assert load_service(web_pillar(replicas=replicas), "web").replicas == replicas
 
 
 def test_same_container_port_on_two_protocols_is_allowed() -> None:
     ports = [{"container": 53, "protocol": "tcp"}, {"container": 53, "protocol": "udp"}]
 
-    spec = load_service(web(ports=ports), "web")
+    spec = load_service(web_pillar(ports=ports), "web")
 
     assert [(p.container, p.protocol) for p in spec.ports] == [(53, "tcp"), (53, "udp")]
 
@@ -338,7 +320,7 @@ _BAD_RESTART = "expected no, always, unless-stopped, on-failure or on-failure:N"
 def test_invalid_value_names_path_and_value(
     fields: dict[str, Any], path: str, message: str, shown: str | None
 ) -> None:
-    problems = problems_of(web(**fields))
+    problems = problems_of(web_pillar(**fields))
 
     assert len(problems) == 1, problems
     (problem,) = problems
@@ -361,7 +343,9 @@ def test_missing_image_is_reported() -> None:
 
 
 def test_every_problem_of_a_service_is_reported_at_once() -> None:
-    problems = problems_of(web(replicas="x", tag=".x", restart_policy="sometimes", replica=2))
+    problems = problems_of(
+        web_pillar(replicas="x", tag=".x", restart_policy="sometimes", replica=2)
+    )
 
     assert sorted(problem.split(": ", 1)[0] for problem in problems) == [
         f"{WEB}:replica",
@@ -372,7 +356,7 @@ def test_every_problem_of_a_service_is_reported_at_once() -> None:
 
 
 def test_long_bad_values_are_shortened() -> None:
-    (problem,) = problems_of(web(tag="!" * 500))
+    (problem,) = problems_of(web_pillar(tag="!" * 500))
 
     shown = problem.split(" (got ", 1)[1]
     assert shown.endswith("...)")
@@ -427,7 +411,7 @@ def test_invalid_service_names(name: str, shown: str | None) -> None:
 def test_unknown_service_keys_suggest_the_closest_field(
     fields: dict[str, Any], expected: str
 ) -> None:
-    assert problems_of(web(**fields)) == [expected]
+    assert problems_of(web_pillar(**fields)) == [expected]
 
 
 @pytest.mark.parametrize(
@@ -502,7 +486,7 @@ def test_bad_nested_default_under_a_merged_key_names_the_defaults_path() -> None
 
 
 def test_errors_in_overrides_name_the_argument() -> None:
-    data = web(replicas="x")
+    data = web_pillar(replicas="x")
 
     problems = problems_of(data, overrides={"tag": "bad tag"})
 
@@ -516,7 +500,7 @@ def test_errors_in_overrides_name_the_argument() -> None:
 def test_port_host_ip_error_is_one_problem_at_the_pillar_path() -> None:
     # host_ip accepts IPv4 and IPv6: the problem must still be one line
     # naming the pillar key, not pydantic's internal union branches.
-    problems = problems_of(web(ports=[{"container": 80, "host_ip": "localhost"}]))
+    problems = problems_of(web_pillar(ports=[{"container": 80, "host_ip": "localhost"}]))
 
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"{WEB}:ports:0:host_ip: ")
@@ -527,7 +511,7 @@ def test_env_problems_do_not_reveal_other_env_values() -> None:
     # Env holds secrets; an error about one variable's *name* must not print
     # every other variable's value into Salt's job return and logs.
     secret = "s3cr3t-Pa55word"
-    data = web(env={"DB_PASSWORD": secret, "bad-name": "x"})
+    data = web_pillar(env={"DB_PASSWORD": secret, "bad-name": "x"})
 
     problems = problems_of(data)
 
@@ -539,25 +523,164 @@ def test_env_problems_do_not_reveal_other_env_values() -> None:
 
 
 def test_host_port_range_of_all_replicas_must_fit() -> None:
-    # Replica i publishes on host + i - 1: with 2 replicas, host 65535 means
-    # replica 2 asks for port 65536. Validation promises to catch such pillar
-    # before anything is touched.
-    with pytest.raises(SpecError, match="dockerops:services:web"):
-        load_service(web(replicas=2, ports=[{"container": 80, "host": 65535}]), "web")
+    # Slot i publishes on host + i - 1: with 2 replicas and their 2 start-first
+    # spares, host 65535 means slot 2 asks for port 65536. Validation promises
+    # to catch such pillar before anything is touched.
+    problems = problems_of(web_pillar(replicas=2, ports=[{"container": 80, "host": 65535}]))
+
+    assert problems == [
+        f"{WEB}:ports: host port 65535 with 4 slots (replicas and start-first spares) "
+        "runs past 65535"
+    ]
 
 
 @pytest.mark.parametrize(
-    ("replicas", "ports"),
+    ("replicas", "ports", "twice"),
     [
-        (1, [{"container": 80, "host": 8080}, {"container": 81, "host": 8080}]),
+        (1, [{"container": 80, "host": 8080}, {"container": 81, "host": 8080}], 8080),
         # replica 2 of port 80 gets 8081, which replica 1 of port 81 already has
-        (2, [{"container": 80, "host": 8080}, {"container": 81, "host": 8081}]),
+        (2, [{"container": 80, "host": 8080}, {"container": 81, "host": 8081}], 8081),
     ],
     ids=["same-host-port", "overlapping-replica-ranges"],
 )
-def test_host_ports_published_twice_are_rejected(replicas: int, ports: list[Any]) -> None:
-    with pytest.raises(SpecError, match="dockerops:services:web:ports"):
-        load_service(web(replicas=replicas, ports=ports), "web")
+def test_host_ports_published_twice_are_rejected(
+    replicas: int, ports: list[Any], twice: int
+) -> None:
+    problems = problems_of(web_pillar(replicas=replicas, ports=ports))
+
+    assert problems == [
+        f"{WEB}:ports: host port 127.0.0.1:{twice}/tcp is published twice "
+        "(container ports 80 and 81)"
+    ]
+
+
+# --- ports: every slot, spares included, needs its own host port -----------------------------
+
+
+START_FIRST_2 = {"order": "start-first", "parallelism": 2}
+STOP_FIRST_2 = {"order": "stop-first", "parallelism": 2}
+
+
+@pytest.mark.parametrize(
+    ("replicas", "update", "ports"),
+    [
+        pytest.param(2, STOP_FIRST_2, [port(80, 65533)], id="stop-first-no-spares"),
+        pytest.param(2, {"parallelism": 1}, [port(80, 65532)], id="two-spares-fit"),
+        pytest.param(1, {"order": "stop-first"}, [port(80, 65535)], id="last-port-stop-first"),
+        pytest.param(1, {}, [port(80, 65534)], id="last-port-is-the-spare"),
+        pytest.param(
+            2, {"order": "stop-first"}, [port(80, 8080), port(81, 8082)], id="stop-first-adjacent"
+        ),
+        pytest.param(
+            2, {}, [port(80, 8080), port(81, 8084)], id="start-first-adjacent-with-spares"
+        ),
+        pytest.param(
+            3,
+            START_FIRST_2,
+            [port(80, 8080), port(81, 8080, host_ip="127.0.0.2")],
+            id="other-host-ip",
+        ),
+        pytest.param(
+            3,
+            START_FIRST_2,
+            [port(53, 5300), port(53, 5300, protocol="udp")],
+            id="other-protocol",
+        ),
+        pytest.param(
+            100, {"parallelism": 100}, [{"container": 80}], id="no-host-port-no-slots-check"
+        ),
+    ],
+)
+def test_ports_fit_every_slot(
+    replicas: int, update: dict[str, Any], ports: list[dict[str, Any]]
+) -> None:
+    spec = load_service(web_pillar(replicas=replicas, update=update, ports=ports), "web")
+
+    assert len(spec.ports) == len(ports)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "update", "ports", "message"),
+    [
+        pytest.param(
+            2,
+            START_FIRST_2,
+            [port(80, 65533)],
+            "host port 65533 with 4 slots (replicas and start-first spares) runs past 65535",
+            id="spares-past-65535",
+        ),
+        pytest.param(
+            1,
+            {},
+            [port(80, 65535)],
+            "host port 65535 with 2 slots",
+            id="default-spare-past-65535",
+        ),
+        pytest.param(
+            4,
+            STOP_FIRST_2,
+            [port(80, 65533)],
+            "host port 65533 with 4 slots",
+            id="replicas-past-65535",
+        ),
+        pytest.param(
+            2,
+            {},
+            [port(80, 8080), port(81, 8083)],
+            "host port 127.0.0.1:8083/tcp is published twice (container ports 80 and 81)",
+            id="spare-collides",
+        ),
+        pytest.param(
+            2,
+            START_FIRST_2,
+            [port(80, 8080), port(81, 8083)],
+            "host port 127.0.0.1:8083/tcp is published twice (container ports 80 and 81)",
+            id="last-spare-collides",
+        ),
+        pytest.param(
+            2,
+            {"order": "stop-first"},
+            [port(80, 8080), port(81, 8081)],
+            "host port 127.0.0.1:8081/tcp is published twice (container ports 80 and 81)",
+            id="replicas-collide",
+        ),
+    ],
+)
+def test_ports_past_the_slots_are_refused(
+    replicas: int, update: dict[str, Any], ports: list[dict[str, Any]], message: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_service(web_pillar(replicas=replicas, update=update, ports=ports), "web")
+
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{WEB}:ports: "), problem
+    assert message in problem, problem
+
+
+def test_port_slots_of_update_from_defaults() -> None:
+    data = pillar(
+        {"web": {"image": "web", "replicas": 2, "ports": [port(80, 65533)]}},
+        defaults={"update": START_FIRST_2},
+    )
+
+    with pytest.raises(SpecError) as caught:
+        load_service(data, "web")
+
+    assert "host port 65533 with 4 slots" in str(caught.value)
+
+
+def test_port_ranges_of_two_services_on_one_host_are_compared() -> None:
+    # Both run on every minion that gets this pillar: overlapping slot ranges
+    # would make every rolling update of one fail on "port is already allocated".
+    services = {
+        "web": {"image": "web", "replicas": 2, "ports": [port(80, 8080)]},
+        "api": {"image": "api", "replicas": 2, "ports": [port(80, 8081)]},
+    }
+
+    with pytest.raises(SpecError) as caught:
+        load_services(pillar(services))
+
+    assert "api" in str(caught.value) and "web" in str(caught.value)
 
 
 # --- the pillar as a whole -------------------------------------------------------------------
@@ -573,7 +696,7 @@ def test_host_ports_published_twice_are_rejected(replicas: int, ports: list[Any]
     ids=["load_service", "load_services", "service_names"],
 )
 def test_pillar_that_failed_to_render_raises(call: Any) -> None:
-    data = {"_errors": ["Rendering SLS 'dockerops' failed"], **web()}
+    data = {"_errors": ["Rendering SLS 'dockerops' failed"], **web_pillar()}
 
     with pytest.raises(SpecError) as caught:
         call(data)

@@ -7,51 +7,29 @@ from typing import Any
 import pytest
 
 from dockerops.errors import SpecError
-from dockerops.spec import ServiceSpec, load_service, parse_duration
+from dockerops.spec import ConfigSpec, ServiceSpec, UpdateSpec, load_service, parse_duration
+from tests.support.builders import WEB, config_dir, one_problem, pillar, problems_of, web_pillar
 
-WEB = "dockerops:services:web"
 SECRET = "s3cr3t-Pa55word"
 CONTENTS = "password = t0p-s3cr3t-c0nfig"
 
 
-def pillar(services: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:
-    """``{"dockerops": {...top, "services": services}}``."""
-    return {"dockerops": {**top, "services": services or {}}}
-
-
-def web(**fields: Any) -> dict[str, Any]:
-    """A pillar with one service ``web`` (image ``web``) plus ``fields``."""
-    return pillar({"web": {"image": "web", **fields}})
-
-
 def load(**fields: Any) -> ServiceSpec:
-    return load_service(web(**fields), "web")
+    return load_service(web_pillar(**fields), "web")
 
 
-def config(**fields: Any) -> dict[str, Any]:
-    """A valid config directory (one inline file) with ``fields`` on top."""
-    return {"path": "/etc/web", "files": {"web.conf": {"contents": "x"}}, **fields}
-
-
-def problems_of(pillar_data: dict[str, Any], name: str = "web") -> list[str]:
-    with pytest.raises(SpecError) as caught:
-        load_service(pillar_data, name)
-    for problem in caught.value.problems:
-        assert problem in str(caught.value)
-    return caught.value.problems
-
-
-def one_problem(pillar_data: dict[str, Any]) -> str:
-    problems = problems_of(pillar_data)
-    assert len(problems) == 1, problems
-    return problems[0]
+def load_config(**fields: Any) -> ConfigSpec:
+    """The config directory of ``web`` loaded from ``config_dir(**fields)``."""
+    spec = load(config=config_dir(**fields))
+    assert spec.config is not None
+    return spec.config
 
 
 # --- config: valid ---------------------------------------------------------------------------
 
 
 def test_config_defaults() -> None:
-    spec = load(config=config())
+    spec = load(config=config_dir())
 
     assert spec.config is not None
     assert spec.config.path == "/etc/web"
@@ -76,10 +54,9 @@ def test_no_config_means_no_config_root() -> None:
     [("/etc/web", "/etc/web"), ("/etc/web/", "/etc/web"), ("/etc//web/./conf", "/etc/web/conf")],
 )
 def test_config_path_is_normalised(path: str, expected: str) -> None:
-    spec = load(config=config(path=path))
+    config = load_config(path=path)
 
-    assert spec.config is not None
-    assert spec.config.path == expected
+    assert config.path == expected
 
 
 @pytest.mark.parametrize(
@@ -95,28 +72,25 @@ def test_config_path_is_normalised(path: str, expected: str) -> None:
     ],
 )
 def test_config_file_names_are_normalised(name: str, expected: str) -> None:
-    spec = load(config=config(files={name: {"contents": "x"}}))
+    config = load_config(files={name: {"contents": "x"}})
 
-    assert spec.config is not None
-    assert list(spec.config.files) == [expected]
+    assert list(config.files) == [expected]
 
 
 def test_config_file_from_a_salt_source_with_a_template() -> None:
     item = {"source": "salt://web/web.conf.jinja", "template": "jinja", "owner": "www-data"}
 
-    spec = load(config=config(files={"web.conf": item}))
+    config = load_config(files={"web.conf": item})
 
-    assert spec.config is not None
-    loaded = spec.config.files["web.conf"]
+    loaded = config.files["web.conf"]
     assert (loaded.source, loaded.contents, loaded.template) == (item["source"], None, "jinja")
     assert loaded.owner == "www-data"
 
 
 def test_empty_inline_contents_are_a_file() -> None:
-    spec = load(config=config(files={"empty": {"contents": ""}}))
+    config = load_config(files={"empty": {"contents": ""}})
 
-    assert spec.config is not None
-    assert spec.config.files["empty"].contents == ""
+    assert config.files["empty"].contents == ""
 
 
 @pytest.mark.parametrize(
@@ -133,10 +107,9 @@ def test_empty_inline_contents_are_a_file() -> None:
     ],
 )
 def test_config_file_modes_are_normalised(mode: object, expected: str) -> None:
-    spec = load(config=config(files={"f": {"contents": "x", "mode": mode}}))
+    config = load_config(files={"f": {"contents": "x", "mode": mode}})
 
-    assert spec.config is not None
-    assert spec.config.files["f"].mode == expected
+    assert config.files["f"].mode == expected
 
 
 @pytest.mark.parametrize(
@@ -154,20 +127,18 @@ def test_config_file_modes_are_normalised(mode: object, expected: str) -> None:
     ],
 )
 def test_on_change_policies(on_change: str, expected: str, signal: str | None, live: bool) -> None:
-    spec = load(config=config(on_change=on_change))
+    config = load_config(on_change=on_change)
 
-    assert spec.config is not None
-    assert spec.config.on_change == expected
-    assert spec.config.signal == signal
-    assert spec.config.live is live
+    assert config.on_change == expected
+    assert config.signal == signal
+    assert config.live is live
 
 
 @pytest.mark.parametrize("keep", [1, 3, 50])
 def test_config_keep_bounds_are_inclusive(keep: int) -> None:
-    spec = load(config=config(keep=keep))
+    config = load_config(keep=keep)
 
-    assert spec.config is not None
-    assert spec.config.keep == keep
+    assert config.keep == keep
 
 
 @pytest.mark.parametrize(
@@ -180,7 +151,7 @@ def test_config_keep_bounds_are_inclusive(keep: int) -> None:
     ],
 )
 def test_explicit_config_root_under_allowed_host_paths(root: str, expected: str) -> None:
-    spec = load(config=config(root=root))
+    spec = load(config=config_dir(root=root))
 
     assert spec.config is not None
     assert spec.config.root == expected
@@ -189,7 +160,7 @@ def test_explicit_config_root_under_allowed_host_paths(root: str, expected: str)
 
 def test_config_root_under_custom_allowed_host_paths() -> None:
     data = pillar(
-        {"web": {"image": "web", "config": config(root="/opt/apps/web/config")}},
+        {"web": {"image": "web", "config": config_dir(root="/opt/apps/web/config")}},
         allowed_host_paths=["/opt/apps"],
     )
 
@@ -197,7 +168,9 @@ def test_config_root_under_custom_allowed_host_paths() -> None:
 
 
 def test_default_config_root_outside_custom_allowed_host_paths_is_refused() -> None:
-    data = pillar({"web": {"image": "web", "config": config()}}, allowed_host_paths=["/opt/apps"])
+    data = pillar(
+        {"web": {"image": "web", "config": config_dir()}}, allowed_host_paths=["/opt/apps"]
+    )
 
     assert problems_of(data) == [
         f"{WEB}:config:root: /srv/dockerops/web/config is outside "
@@ -295,7 +268,7 @@ _BAD_POLICY = "expected rolling, restart, signal:<SIGNAL> or none"
     ],
 )
 def test_invalid_config(fields: dict[str, Any], path: str, message: str) -> None:
-    problem = one_problem(web(config=config(**fields)))
+    problem = one_problem(web_pillar(config=config_dir(**fields)))
 
     assert problem.startswith(f"{WEB}:{path}: "), problem
     assert message in problem, problem
@@ -307,7 +280,7 @@ def test_a_file_that_is_also_a_directory_is_refused_whatever_sorts_between() -> 
     # version would then fail on the host instead of in validation.
     files = {"a": {"contents": "1"}, "a-b": {"contents": "2"}, "a/x": {"contents": "3"}}
 
-    problem = one_problem(web(config=config(files=files)))
+    problem = one_problem(web_pillar(config=config_dir(files=files)))
 
     assert problem.startswith(f"{WEB}:config:files: "), problem
     assert "'a' is both a file and a directory" in problem
@@ -318,14 +291,14 @@ def test_two_names_for_the_same_file_are_refused() -> None:
     # the two declared contents silently would deploy whichever came last.
     files = {"web.conf": {"contents": "one"}, "./web.conf": {"contents": "two"}}
 
-    problem = one_problem(web(config=config(files=files)))
+    problem = one_problem(web_pillar(config=config_dir(files=files)))
 
     assert problem.startswith(f"{WEB}:config:files: "), problem
 
 
 def test_config_path_given_as_two_slashes_is_the_container_root() -> None:
     # POSIX normpath keeps exactly two leading slashes, but '//' is still '/'.
-    problem = one_problem(web(config=config(path="//")))
+    problem = one_problem(web_pillar(config=config_dir(path="//")))
 
     assert problem.startswith(f"{WEB}:config:path: "), problem
 
@@ -390,7 +363,7 @@ _OUTSIDE = "is outside dockerops:allowed_host_paths (/srv/dockerops, /var/log/do
     ],
 )
 def test_invalid_data_mounts(mount: dict[str, Any], path: str, message: str) -> None:
-    problem = one_problem(web(data=[mount]))
+    problem = one_problem(web_pillar(data=[mount]))
 
     assert problem.startswith(f"{WEB}:{path}: "), problem
     assert message in problem, problem
@@ -437,9 +410,9 @@ def test_a_container_path_mounted_twice_is_refused(
         ]
     }
     if config_path is not None:
-        fields["config"] = config(path=config_path)
+        fields["config"] = config_dir(path=config_path)
 
-    problem = one_problem(web(**fields))
+    problem = one_problem(web_pillar(**fields))
 
     assert problem.startswith(f"{WEB}: {twice} mounted twice in the container"), problem
 
@@ -447,7 +420,7 @@ def test_a_container_path_mounted_twice_is_refused(
 def test_nested_container_paths_are_distinct_mounts() -> None:
     spec = load(
         data=[{"host": "/srv/dockerops/web/data", "container": "/etc/web/data"}],
-        config=config(path="/etc/web"),
+        config=config_dir(path="/etc/web"),
     )
 
     assert [m.container for m in spec.data] == ["/etc/web/data"]
@@ -520,7 +493,7 @@ def test_empty_secret_values_are_not_secret_values() -> None:
     ],
 )
 def test_secret_names_follow_the_env_rules(secrets: dict[Any, Any], message: str) -> None:
-    problem = one_problem(web(secrets=secrets))
+    problem = one_problem(web_pillar(secrets=secrets))
 
     assert problem.startswith(f"{WEB}:secrets: "), problem
     assert message in problem
@@ -528,7 +501,9 @@ def test_secret_names_follow_the_env_rules(secrets: dict[Any, Any], message: str
 
 
 def test_a_name_in_both_env_and_secrets_is_refused() -> None:
-    problem = one_problem(web(env={"DB_PASSWORD": "x", "B": "1"}, secrets={"DB_PASSWORD": "y"}))
+    problem = one_problem(
+        web_pillar(env={"DB_PASSWORD": "x", "B": "1"}, secrets={"DB_PASSWORD": "y"})
+    )
 
     assert problem.startswith(f"{WEB}: DB_PASSWORD set in both env and secrets"), problem
 
@@ -666,7 +641,7 @@ def test_logging(logging: dict[str, Any] | None, driver: str, options: dict[str,
     ],
 )
 def test_invalid_logging(logging: dict[str, Any], path: str) -> None:
-    problem = one_problem(web(logging=logging))
+    problem = one_problem(web_pillar(logging=logging))
 
     assert problem.startswith(f"{WEB}:{path}: "), problem
 
@@ -749,14 +724,14 @@ _BAD_DURATION = "expected a duration such as 2s, 500ms or 1m"
     ],
 )
 def test_invalid_healthcheck(fields: dict[str, Any], path: str, message: str) -> None:
-    problem = one_problem(web(healthcheck={"test": "true", **fields}))
+    problem = one_problem(web_pillar(healthcheck={"test": "true", **fields}))
 
     assert problem.startswith(f"{WEB}:healthcheck:{path}: "), problem
     assert message in problem, problem
 
 
 def test_healthcheck_needs_a_test() -> None:
-    problem = one_problem(web(healthcheck={"interval": "2s"}))
+    problem = one_problem(web_pillar(healthcheck={"interval": "2s"}))
 
     assert problem.startswith(f"{WEB}:healthcheck:test: Field required"), problem
 
@@ -798,6 +773,29 @@ def test_update(fields: dict[str, Any], expected: tuple[float, float | None, boo
 
 
 @pytest.mark.parametrize(
+    ("replicas", "fields", "spares"),
+    [
+        pytest.param(1, {}, 1, id="one-replica-one-batch"),
+        pytest.param(2, {}, 2, id="two-batches-both-in-flight"),
+        pytest.param(3, {}, 3, id="three-batches"),
+        pytest.param(10, {}, 3, id="at-most-three-batches-in-flight"),
+        pytest.param(4, {"parallelism": 2}, 4, id="two-batches-of-two"),
+        pytest.param(7, {"parallelism": 2}, 6, id="three-of-four-batches-of-two"),
+        pytest.param(2, {"parallelism": 5}, 2, id="a-batch-is-at-most-the-replicas"),
+        pytest.param(100, {"parallelism": 100}, 100, id="all-at-once"),
+        pytest.param(4, {"order": "stop-first"}, 0, id="stop-first"),
+        pytest.param(4, {"parallelism": 5, "order": "stop-first"}, 0, id="stop-first-wide"),
+    ],
+)
+def test_update_spares(replicas: int, fields: dict[str, Any], spares: int) -> None:
+    spec = load(replicas=replicas, update=fields)
+
+    assert spec.update.spares(replicas) == spares
+    assert UpdateSpec(**fields).spares(replicas) == spares
+    assert spec.slots == replicas + spares
+
+
+@pytest.mark.parametrize(
     ("fields", "path", "message"),
     [
         ({"health_timeout": "-5s"}, "health_timeout", _BAD_DURATION),
@@ -805,10 +803,13 @@ def test_update(fields: dict[str, Any], expected: tuple[float, float | None, boo
         ({"min_healthy_time": "soon"}, "min_healthy_time", _BAD_DURATION),
         ({"rollback": "maybe"}, "rollback", "valid boolean"),
         ({"rolback": False}, "rolback", "unknown key; did you mean 'rollback'?"),
+        ({"parallelism": 0}, "parallelism", "greater than or equal to 1"),
+        ({"parallelism": 101}, "parallelism", "less than or equal to 100"),
+        ({"order": "blue-green"}, "order", "'start-first' or 'stop-first'"),
     ],
 )
 def test_invalid_update(fields: dict[str, Any], path: str, message: str) -> None:
-    problem = one_problem(web(update=fields))
+    problem = one_problem(web_pillar(update=fields))
 
     assert problem.startswith(f"{WEB}:update:{path}: "), problem
     assert message in problem, problem
