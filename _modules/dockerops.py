@@ -22,13 +22,14 @@ try:
     if HAS_LIB:
         from dockerops import client as _client
         from dockerops import converge as _converge
-        from dockerops import history as _history
-        from dockerops import host as _host
-        from dockerops import records as _records
-        from dockerops import render as _render
+        from dockerops import errors as _errors
         from dockerops import events as _events
         from dockerops import fleet as _fleet
+        from dockerops import history as _history
+        from dockerops import host as _host
         from dockerops import plan as _plan
+        from dockerops import records as _records
+        from dockerops import render as _render
         from dockerops import spec as _spec
         from dockerops import status as _status
     IMPORT_ERROR = "" if HAS_LIB else "the dockerops library is not installed"
@@ -178,6 +179,10 @@ def services_with_config():
 def status(name=None):
     """
     Per replica: container, image, state, health, restart count, config version.
+
+    Each replica also shows its service's ``last_stop``: the last replica
+    dockerops stopped, how long that took, and whether it had to be killed
+    after its grace period (with a hint: set ``init: true`` or ``stop_signal``).
 
     name
         Only this service. Default (``None``): every dockerops container on this
@@ -352,6 +357,13 @@ def rolling_update(
         history_keep=_records.history_keep(__opts__),
     )
     shaped = _shape(result, whole_return=True)
+    if result.result is not False:
+        now = {c.image for c in result.listed}  # listed again after converging
+    else:
+        try:
+            now = {c.image for c in host.managed(name)}
+        except _errors.DockerError:  # the daemon went away: the failure says so already
+            now = set()
     note = None
     if spec.image_ref != pillar_spec.image_ref:
         note = (
@@ -366,7 +378,7 @@ def rolling_update(
         test=shaped.get("test", False),
         before=tuple(running),
         to=spec.image_ref,
-        now=tuple(sorted({c.image for c in host.managed(name)})),
+        now=tuple(sorted(now)),
         duration=round(time.monotonic() - started, 2),
         order=spec.update.order,
         parallelism=spec.update.parallelism,

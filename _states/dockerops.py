@@ -34,11 +34,11 @@ try:
         from dockerops import config as _config
         from dockerops import configcheck as _configcheck
         from dockerops import converge as _converge
+        from dockerops import events as _events
         from dockerops import host as _host
         from dockerops import lock as _lock
         from dockerops import records as _records
         from dockerops import render as _render
-        from dockerops import events as _events
         from dockerops import spec as _spec
         from dockerops import status as _status
 except ImportError:

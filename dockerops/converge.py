@@ -1,11 +1,13 @@
 """Converge one host's containers to a service spec: plan, act, verify.
 
-Replicas are replaced one at a time, each gated by health (see
-:meth:`dockerops.host.DockerHost.wait_healthy`); when one fails, the replicas
+Replicas are replaced by the rollout engine (:mod:`dockerops.rollout`), each
+gated by health (:mod:`dockerops.health`); when one fails, the replicas
 already replaced go back to exactly the containers they were (from their
 ``inspect``), the config directory goes back to its previous version, and the
 result is a failure that says what happened. Only a config change on a service
-with ``on_change: restart`` replaces all its replicas at once.
+with ``on_change: restart`` replaces all its replicas at once. Each step
+returns its report; :func:`_fold` is the one place they go into the
+:class:`ServiceResult`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,15 @@ from .masking import redact
 from .plan import Action, plan_service
 from .records import DEFAULT_HISTORY_KEEP, DEFAULT_STATE_DIR, ServiceRecord, StateDirError
 from .replicas import ActualReplica, desired_replicas, secret_keys_of
-from .rollout import Rollout, RolloutFailed, RolloutReport, Slots, prove, replace
+from .rollout import (
+    Rollout,
+    RolloutFailed,
+    RolloutReport,
+    Slots,
+    prove,
+    replace,
+    slot_schedule,
+)
 from .spec import ServiceSpec, check_service_name
 
 
@@ -216,6 +226,7 @@ def converge(
         return outcome
     if test:
         outcome.result = None
+        outcome.running_as = _will_run_as(host, spec, actions, version)
         return outcome
 
     notify = progress or quiet
@@ -343,17 +354,12 @@ def _execute(
 
     recreates = [a for a in actions if a.kind == "recreate"]
     if recreates:
-        all_at_once = (
-            spec.config is not None
-            and spec.config.on_change == "restart"
-            and all(set(a.changed) == {"config"} for a in recreates)
-        )
         slots = Slots.of(
             desired_replicas(spec, config_version, spec.slots),
             (c.index for c in host.managed(spec.name)),
         )
         with _woken(rollout) as woken:
-            _fold(outcome, replace(woken, recreates, slots, all_at_once))
+            _fold(outcome, replace(woken, recreates, slots, _all_at_once(spec, recreates)))
 
     signals = [a for a in actions if a.kind == "signal"]
     if signals:
@@ -361,6 +367,32 @@ def _execute(
         _fold(
             outcome, reload_replicas(host, spec, signals, rollout.settle, rollout.notify, secrets)
         )
+
+
+def _all_at_once(spec: ServiceSpec, recreates: list[Action]) -> bool:
+    """Only a config change on an ``on_change: restart`` service replaces all at once."""
+    return (
+        spec.config is not None
+        and spec.config.on_change == "restart"
+        and all(set(a.changed) == {"config"} for a in recreates)
+    )
+
+
+def _will_run_as(
+    host: DockerHost, spec: ServiceSpec, actions: list[Action], config_version: str | None
+) -> dict[str, str]:
+    """Under test: the name each replacement will run as (see :func:`slot_schedule`),
+    where it differs from the replica it replaces."""
+    recreates = [a for a in actions if a.kind == "recreate"]
+    if not recreates:
+        return {}
+    removed = {a.index for a in actions if a.kind == "remove"}
+    created = {a.index for a in actions if a.kind == "create"}
+    now = {c.index for c in host.managed(spec.name)}
+    slots = Slots.of(desired_replicas(spec, config_version, spec.slots), (now - removed) | created)
+    schedule = slot_schedule(spec, recreates, slots, _all_at_once(spec, recreates))
+    names = {a.name: slots.desired[schedule[a.name]].name for a in recreates}
+    return {old: new for old, new in names.items() if old != new}
 
 
 @contextlib.contextmanager

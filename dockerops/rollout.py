@@ -84,7 +84,6 @@ class Background(Generic[T]):
 
 
 Removal = Background[StopReport | None]
-Spawn = Callable[[Callable[[], StopReport | None], str], Removal]
 
 
 @dataclass
@@ -99,8 +98,6 @@ class Rollout:
     ledger: Ledger
     notify: Progress = quiet
     clock: Clock = field(default_factory=Clock)
-    # Runs an old replica's removal beside the rollout (a simulation in tests).
-    background: Spawn = Background
 
 
 @dataclass
@@ -199,6 +196,32 @@ class _Retirement:
     task: Removal
 
 
+def slot_schedule(
+    spec: ServiceSpec, actions: list[Action], slots: Slots, all_at_once: bool = False
+) -> dict[str, int]:
+    """The slot each replacement (by the name of the replica it replaces) will run in.
+
+    Pure, so ``test=True`` names the containers a rollout will leave running,
+    and :func:`replace` follows it whatever order old replicas finish stopping
+    in. Start-first batches take the free slots in ascending order, then the
+    slots of the replicas earlier batches replaced, in order (a batch waits for
+    its slot to be freed); stop-first and ``all_at_once`` replace in place.
+    """
+    start_first = spec.update.order == "start-first" and not all_at_once
+    size = len(actions) if all_at_once else spec.update.parallelism
+    free = slots.free()
+    freed: list[int] = []
+    schedule: dict[str, int] = {}
+    for start in range(0, len(actions), size):
+        batch = actions[start : start + size]
+        for action in batch:
+            assert action.index is not None
+            spare = free or freed
+            schedule[action.name] = spare.pop(0) if start_first and spare else action.index
+        freed.extend(a.index for a in batch if a.index is not None and schedule[a.name] != a.index)
+    return schedule
+
+
 def replace(
     rollout: Rollout, actions: list[Action], slots: Slots, all_at_once: bool = False
 ) -> RolloutReport:
@@ -206,10 +229,11 @@ def replace(
 
     Start-first batches overlap: once every replacement in flight is healthy,
     the next batch starts in free slots while the earlier ones prove
-    themselves (``PIPELINE`` batches at most); an old replica is retired only
-    once its replacement counts. In-place batches (stop-first, or no slot
-    free or being freed) run one at a time, their stops together. On failure,
-    after rolling back (when enabled), the report's ``failure`` says why.
+    themselves (``PIPELINE`` batches at most), each in the slots
+    :func:`slot_schedule` gives it; an old replica is retired only once its
+    replacement counts. In-place batches (stop-first, or no slot to spare) run
+    one at a time, their stops together. On failure, after rolling back (when
+    enabled), the report's ``failure`` says why.
 
     ``rollout.ledger`` records each replacement that counts before the replica
     it replaces is removed, and journals each replica stopped in place, so a
@@ -231,15 +255,17 @@ class _Engine:
         self.report = RolloutReport()
         self.flying: list[_Batch] = []
         self.retiring: list[_Retirement] = []
+        self.schedule: dict[str, int] = {}
 
     def run(self, actions: list[Action]) -> RolloutReport:
         ctx, update = self.ctx, self.ctx.spec.update
+        self.schedule = slot_schedule(ctx.spec, actions, self.slots, self.all_at_once)
         size = len(actions) if self.all_at_once else update.parallelism
         queue = deque(actions[i : i + size] for i in range(0, len(actions), size))
         total = len(queue)
         try:
             while queue or self.flying or self.retiring:
-                if queue and self._may_launch(len(queue[0])):
+                if queue and self._may_launch(queue[0]):
                     batch = _Batch(total - len(queue) + 1, [])
                     self.flying.append(batch)
                     self._launch(batch, queue.popleft())
@@ -299,15 +325,16 @@ class _Engine:
                         self.ctx.ledger.settle(member.slot)
         report.failure = f"{err}{logs}"
 
-    def _may_launch(self, size: int) -> bool:
+    def _may_launch(self, actions: list[Action]) -> bool:
         """Whether the next batch may start now (see :func:`replace`)."""
-        free = len(self.slots.free())
+        beside = [self.schedule[a.name] for a in actions if self.schedule[a.name] != a.index]
+        # A slot still being freed is waited for (replacing in place would cost capacity).
+        free = all(slot not in self.slots.occupied for slot in beside)
         if not self.flying:
-            # A slot being freed beats replacing in place (which costs capacity).
-            return not (self.start_first and self.retiring and free < size)
+            return free or not self.retiring
         if not self.start_first or len(self.flying) >= PIPELINE:
             return False
-        return all(b.healthy for b in self.flying) and free >= size
+        return all(b.healthy for b in self.flying) and free
 
     def _launch(self, batch: _Batch, actions: list[Action]) -> None:
         """Choose each replacement's slot (stopping in-place ones first, all of the
@@ -318,15 +345,15 @@ class _Engine:
             assert action.actual is not None and action.index is not None
             if "config" in action.changed and self.report.previous_config is None:
                 self.report.previous_config = action.actual.config_version or None
-            free = self.slots.free() if self.start_first else []
-            if not free:  # stop-first, or no free slot left: in place
+            slot = self.schedule[action.name]
+            if slot == action.index or slot in self.slots.occupied:  # in place
                 member = _Member(action, desired[action.index].name, action.index, True)
                 member.before = self.host.inspect(action.actual.id)
                 # Journaled first: a run killed before its replacement counts puts it back.
                 ledger.stop_in_place(action.index, member.before)
                 in_place.append(member)
             else:
-                member = _Member(action, desired[free[0]].name, free[0], False)
+                member = _Member(action, desired[slot].name, slot, False)
             batch.members.append(member)
             self.slots.occupied.add(member.slot)
         # The batch's in-place stops run together; each slot is reused only once free.
@@ -395,7 +422,7 @@ class _Engine:
         remove = functools.partial(
             self.host.remove, action.actual.id, action.name, details=member.before
         )
-        return _Retirement(member, self.ctx.background(remove, f"dockerops-stop-{action.name}"))
+        return _Retirement(member, Background(remove, f"dockerops-stop-{action.name}"))
 
     def _retired(self) -> bool:
         """Free the slots of old replicas whose removal ended; raise the first

@@ -31,3 +31,8 @@ dockerops:
             contents: "Welcome to the dockerops demo.\n"
       update:
         health_timeout: 30s
+      # Production hardening: Docker's init as PID 1 (a stop takes well under a
+      # second), bounded memory and processes, no capabilities at all.
+      init: true
+      resources: {memory: 64m, pids_limit: 100}
+      cap_drop: [ALL]

@@ -142,10 +142,12 @@ def test_config_change_restarts_exactly_that_services_replicas(
     assert ret["changes"]["config"]["version"]["old"] == old_version
     diff = ret["changes"]["config"]["files"]["app.conf"]["diff"]
     assert "-v=1" in diff and "+v=2" in diff
-    for replica in (1, 2):
-        assert ret["changes"][f"{service_name}-{replica}"] == {
+    # Keyed by what runs now: start-first replaced -1 and -2 in the spare slots 3 and 4.
+    for replaced, now in ((1, 3), (2, 4)):
+        assert ret["changes"][f"{service_name}-{now}"] == {
             "recreated": {"changed": ["config"]},
             "config_version": {"old": old_version, "new": new_version},
+            "container": {"old": f"{service_name}-{replaced}", "new": f"{service_name}-{now}"},
         }
     mine_after = ids(docker_client, service_name)
     assert len(mine_after) == 2
@@ -175,7 +177,8 @@ def test_test_mode_reports_a_config_change_and_touches_nothing(
     dry = running(salt, service_name, test=True)
     assert dry["result"] is None
     assert "+b" in dry["changes"]["config"]["files"]["app.conf"]["diff"]
-    assert set(dry["changes"]) == {"config", f"{service_name}-1", f"{service_name}-2"}
+    # Keyed by what will run: start-first replaces -1 and -2 in the spare slots 3 and 4.
+    assert set(dry["changes"]) == {"config", f"{service_name}-3", f"{service_name}-4"}
     dry_config = state_return(salt.states.dockerops.config_managed(name=service_name, test=True))
     assert dry_config["result"] is None
     assert dry_config["changes"] == dry["changes"]["config"]
@@ -216,7 +219,8 @@ service:
     assert ids(docker_client, service_name) == before
     assert set(dry["config"]) == {"version", "files"}
     # The config change is reported once, by config_managed.
-    assert set(dry["service"]) == {f"{service_name}-1", f"{service_name}-2"}
+    # Keyed by what will run: start-first replaces -1 and -2 in the spare slots 3 and 4.
+    assert set(dry["service"]) == {f"{service_name}-3", f"{service_name}-4"}
     assert run(False) == dry
 
 

@@ -79,9 +79,12 @@ def test_tag_change_recreates_only_that_service(
     salt.set_pillar(pillar)
     ret = state_return(salt.states.dockerops.running(name=service_name, test=testmode))
     assert ret["result"] is (None if testmode else True), ret["comment"]
-    assert ret["changes"][f"{service_name}-1"] == {
+    # Keyed by what runs (or will run) now: start-first replaces -1 in the spare slot 3.
+    replaced, now = f"{service_name}-1", f"{service_name}-3"
+    assert ret["changes"][now] == {
         "recreated": {"changed": ["image"]},
         "image": {"old": demo_images["1.0"], "new": demo_images["1.1"]},
+        "container": {"old": replaced, "new": now},
     }
     mine = containers(docker_client, service_name)
     if testmode:
@@ -100,7 +103,12 @@ def test_env_change_names_env_but_never_its_value(salt, docker_client, demo_imag
     pillar["dockerops"]["services"][service_name]["env"] = {"TOKEN": "s3cr3t-two"}
     salt.set_pillar(pillar)
     ret = state_return(salt.states.dockerops.running(name=service_name))
-    assert ret["changes"] == {f"{service_name}-1": {"recreated": {"changed": ["env"]}}}
+    assert ret["changes"] == {
+        f"{service_name}-2": {
+            "recreated": {"changed": ["env"]},
+            "container": {"old": f"{service_name}-1", "new": f"{service_name}-2"},
+        }
+    }
     assert "s3cr3t" not in repr(ret)
 
 

@@ -52,7 +52,8 @@ def test_secrets_reach_the_container_but_no_output(
     changed = state_return(salt.states.dockerops.running(name=service_name))
     outputs.append(changed)
     # The secret is in the env and in db.conf: both inputs changed.
-    assert changed["changes"][f"{service_name}-1"]["recreated"]["changed"] == ["config", "secrets"]
+    # Keyed by what runs now: the replacement of -1 runs in the spare slot 2.
+    assert changed["changes"][f"{service_name}-2"]["recreated"]["changed"] == ["config", "secrets"]
     assert "only masked secrets changed" in json.dumps(changed["changes"]["config"]["files"])
 
     outputs.append(salt.modules.dockerops.status(service_name))

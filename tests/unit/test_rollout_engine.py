@@ -56,66 +56,48 @@ BEHAVIOUR: dict[str, dict[str, float]] = {
 class SimClock:
     """Simulated time, shared by the rollout loop and the threads stopping old replicas.
 
-    Only the loop advances it, and only while every stopping thread waits on
-    simulated time (or has ended): a stop that takes 10 s ends at exactly 10 s,
-    however the threads are scheduled.
+    Only the loop advances it, and only while every stopping thread (the
+    engine names them ``dockerops-stop-*``) waits on simulated time or has
+    ended: a stop that takes 10 s ends at exactly 10 s, however the threads
+    are scheduled.
     """
 
     def __init__(self) -> None:
         self.t = 0.0
         self.cond = threading.Condition()
-        self.busy = 0  # threads running, not waiting on simulated time
-        self.waiting: list[list[float]] = []
+        self.waiting: dict[int, float] = {}  # thread ident -> the time it waits for
 
     def now(self) -> float:
         return self.t
 
+    def _quiet(self) -> bool:
+        return all(
+            not thread.is_alive() or thread.ident in self.waiting
+            for thread in threading.enumerate()
+            if thread.name.startswith("dockerops-stop-")
+        )
+
+    def _settle(self) -> None:
+        while not self._quiet():  # a thread ending does not notify: look again soon
+            self.cond.wait(0.001)
+
     def sleep(self, seconds: float) -> None:
         with self.cond:
-            self.cond.wait_for(lambda: self.busy == 0)
+            self._settle()
             self.t += seconds
-            for entry in [w for w in self.waiting if w[0] <= self.t]:
-                self.waiting.remove(entry)
-                self.busy += 1  # handed back to its thread, which runs on now
+            for ident, when in list(self.waiting.items()):
+                if when <= self.t:
+                    del self.waiting[ident]
             self.cond.notify_all()
-            self.cond.wait_for(lambda: self.busy == 0)
+            self._settle()
 
     def wait_until(self, when: float) -> None:
         """Block a stopping thread until simulated time reaches ``when``."""
-        entry = [when]
+        ident = threading.get_ident()
         with self.cond:
-            self.waiting.append(entry)
-            self.busy -= 1
+            self.waiting[ident] = when
             self.cond.notify_all()
-            self.cond.wait_for(lambda: entry not in self.waiting)
-
-    def spawn(self, call: Callable[[], Any], name: str) -> engine.Background[Any]:
-        """The engine's background thread, counted as busy until it ends."""
-        with self.cond:
-            self.busy += 1
-        return SimTask(self, call, name)
-
-
-class SimTask(engine.Background[Any]):
-    """A real background thread whose end the simulated clock accounts for."""
-
-    def __init__(self, clock: SimClock, call: Callable[[], Any], name: str) -> None:
-        self.finished = threading.Event()
-
-        def run() -> Any:
-            try:
-                return call()
-            finally:
-                self.finished.set()  # before the clock may move on: done is exact
-                with clock.cond:
-                    clock.busy -= 1
-                    clock.cond.notify_all()
-
-        super().__init__(run, name)
-
-    @property
-    def done(self) -> bool:
-        return self.finished.is_set()
+            self.cond.wait_for(lambda: ident not in self.waiting)
 
 
 @dataclass
@@ -310,7 +292,6 @@ class Rollout:
             ledger or Ledger(None, self.spec.name),
             progress,
             Clock(self.clock.now, self.clock.sleep),
-            self.clock.spawn,
         )
 
     def run(self, settle: float = 2.0, all_at_once: bool = False) -> RolloutReport:
