@@ -503,6 +503,14 @@ def service_inputs(spec: ServiceSpec, config_version: str | None = None) -> Serv
     return ServiceInputs(values, tuple(sorted(digests.items())), digest(digests))
 
 
+def create_call(values: Mapping[str, Any], slot: int) -> CreateCall:
+    """Docker's create call for slot ``slot``'s container: every input applied."""
+    call = CreateCall(slot)
+    for entry in INPUTS:
+        entry.apply(values[entry.name], call)
+    return call
+
+
 def read_back(details: dict[str, Any]) -> dict[str, Any]:
     """The inputs a container's ``inspect`` shows set, by input name (for status)."""
     out = {}

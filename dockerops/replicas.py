@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .inputs import (
-    INPUTS,
     LABEL_ENVIRONMENT,
     CreateCall,
     Mount,
     PublishedPort,
+    create_call,
     service_inputs,
     slot_ports,
 )
@@ -115,10 +115,7 @@ class DesiredReplica:
 
     def create_call(self) -> CreateCall:
         """Docker's create call for this slot's container (every input applied)."""
-        call = CreateCall(self.index)
-        for entry in INPUTS:
-            entry.apply(self.values[entry.name], call)
-        return call
+        return create_call(self.values, self.index)
 
     def docker_labels(self) -> dict[str, str]:
         labels = dict(self.labels)

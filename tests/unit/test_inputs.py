@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from dockerops import inputs as inputs_module
 from dockerops.errors import SpecError
-from dockerops.inputs import INPUT_NAMES, INPUTS, read_back, service_inputs
+from dockerops.inputs import INPUT_NAMES, INPUTS, Input, read_back, service_inputs
 from dockerops.replicas import desired_replicas
 from dockerops.spec import ServiceSpec, load_service
 
@@ -265,3 +266,30 @@ def test_bad_inputs_are_refused_with_their_pillar_path(fields: dict[str, Any], w
     assert any(p.startswith(f"dockerops:services:web:{where}") for p in caught.value.problems), (
         caught.value.problems
     )
+
+
+def test_an_input_added_to_the_table_alone_is_hashed_created_and_read_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Adding an input is local: one table entry (here Docker's ``hostname``,
+    taken from a label so no spec field is needed) reaches the hash, the
+    create call and the read-back with nothing else changed."""
+    hostname = Input(
+        "hostname",
+        lambda spec, _version: spec.labels.get("hostname"),
+        lambda value, call: call.container.__setitem__("hostname", value) if value else None,
+        read=lambda details: (details.get("Config") or {}).get("Hostname") or None,
+    )
+    plain = _spec(labels={"team": "x"})
+    before = service_inputs(plain)
+    monkeypatch.setattr(inputs_module, "INPUTS", (*INPUTS, hostname))
+
+    after_unset = service_inputs(plain)
+    named = _spec(labels={"team": "x", "hostname": "web.internal"})
+    (replica,) = desired_replicas(named)
+
+    # Unset: no container's hash moves. Set: its own hash, and the create call.
+    assert (after_unset.digests, after_unset.spec_hash) == (before.digests, before.spec_hash)
+    assert "hostname" in dict(replica.inputs)
+    assert replica.create_call().container["hostname"] == "web.internal"
+    assert read_back({"Config": {"Hostname": "web.internal"}})["hostname"] == "web.internal"
