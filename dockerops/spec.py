@@ -693,6 +693,8 @@ class ServiceSpec(_Model):
     @classmethod
     def _tmpfs(cls, value: Any) -> Any:
         if isinstance(value, list):  # a list of paths: Docker's default options
+            if not all(isinstance(path, str) for path in value):
+                raise ValueError("expected container paths")
             value = {path: "" for path in value}
         if not isinstance(value, Mapping):
             return value
@@ -736,6 +738,8 @@ class ServiceSpec(_Model):
     @classmethod
     def _networks(cls, value: Any) -> Any:
         if isinstance(value, list):  # [backend, frontend]: no extra aliases
+            if not all(isinstance(name, str) for name in value):
+                raise ValueError("expected network names")
             value = {name: {} for name in value}
         if not isinstance(value, Mapping):
             return value

@@ -52,7 +52,7 @@ def replica_status(
                 "health": health,
                 "restart_count": int(details.get("RestartCount") or 0),
                 "ports": _published(details),
-                # Every input the container has set (memory, user, networks...).
+                # Each input as docker inspect reports it (image defaults included).
                 "settings": read_back(details),
                 "started_at": state.get("StartedAt"),
                 "config_version": seen[container.service].get(container.id)

@@ -23,6 +23,7 @@ def check_spec(spec: ServiceSpec) -> None:
     for replica in desired_replicas(spec, version, spec.slots):
         replica.docker_labels()
         replica.docker_healthcheck()
+        replica.create_call()
     assert spec.slots >= spec.replicas
 
 

@@ -246,6 +246,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"entrypoint": "'unclosed"}, "entrypoint: "),
     ({"tmpfs": {"/run": "size=8m;rm -rf"}}, "tmpfs: "),
     ({"tmpfs": ["relative"]}, "tmpfs: "),
+    ({"tmpfs": [[]]}, "tmpfs: "),  # found by the fuzz: an unhashable path
+    ({"networks": [["back"]]}, "networks: "),
     ({"cap_add": ["net admin"]}, "cap_add: "),
     ({"security_opt": ["bad opt"]}, "security_opt: "),
     ({"privileged": True}, "privileged: "),
