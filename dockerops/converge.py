@@ -32,7 +32,7 @@ from .errors import DockerError, NotFound, SpecError
 from .events import Progress, Wakeup, quiet
 from .health import Clock, min_healthy_time
 from .history import History
-from .host import DockerHost
+from .host import DockerHost, remove_all
 from .ledger import Ledger
 from .lock import LockHeld, RolloutLock
 from .masking import redact
@@ -342,13 +342,22 @@ def _execute(
     raises :class:`RolloutFailed` for :func:`converge` to handle like any error.
     """
     host, spec = rollout.host, rollout.spec
-    for action in (a for a in actions if a.kind == "remove"):
-        assert action.actual is not None
-        stop = host.remove(action.actual.id, action.name)
+    removals = [a for a in actions if a.kind == "remove"]
+    failed = []
+    # All at once: removing N replicas costs one grace period, not N.
+    gone = remove_all(host, [(a.actual.id, a.name) for a in removals if a.actual is not None])
+    for action, stop in zip(removals, gone, strict=True):
+        if isinstance(stop, DockerError):
+            failed.append(stop)
+            continue
         if stop is not None:
             rollout.ledger.record_stop(stop)
+            if stop.hint:
+                outcome.steps.append(f"{stop.container} {stop.hint}")
         outcome.steps.append(f"removed {action.name}")
         outcome.done.append(action)
+    if failed:
+        raise failed[0]
 
     _fold(outcome, _start_new(rollout, actions))
 
@@ -596,12 +605,10 @@ def remove_service(
     outcome = ServiceResult(service, 0, actions, result=None if test and actions else True)
     if test:
         return outcome
-    for action in actions:
-        assert action.actual is not None
-        try:
-            host.remove(action.actual.id, action.name)
-        except DockerError as err:
-            outcome.errors.append(str(err))
+    gone = remove_all(host, [(a.actual.id, a.name) for a in actions if a.actual is not None])
+    for stop in gone:
+        if isinstance(stop, DockerError):
+            outcome.errors.append(str(stop))
             outcome.result = False
     if state_dir is not None and outcome.result is not False:
         ledger = Ledger(state_dir, service)

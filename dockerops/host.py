@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ from .replicas import (
     actual_from_list_entry,
 )
 from .spec import check_service_name
+
+# Containers stopped at once by remove_all (each stop mostly waits).
+REMOVE_WORKERS = 16
 
 # Docker's grace period for a container created without a stop timeout.
 STOP_TIMEOUT = 10
@@ -382,6 +386,28 @@ class StopReport:
             f"needed a kill after its {self.grace}s grace period: its PID 1 ignores the "
             "stop signal; set init: true or stop_signal"
         )
+
+
+def remove_all(
+    host: DockerHost, containers: list[tuple[str, str]]
+) -> list[StopReport | DockerError | None]:
+    """Stop and remove ``(id, name)`` containers all at once; per container,
+    how it stopped (:meth:`DockerHost.remove`) or the error it met.
+
+    Each stop waits its own grace period, so removing N replicas whose PID 1
+    ignores SIGTERM costs one grace period, not N.
+    """
+
+    def remove(container: tuple[str, str]) -> StopReport | DockerError | None:
+        try:
+            return host.remove(*container)
+        except DockerError as err:
+            return err
+
+    if len(containers) <= 1:
+        return [remove(c) for c in containers]
+    with ThreadPoolExecutor(max_workers=min(len(containers), REMOVE_WORKERS)) as pool:
+        return list(pool.map(remove, containers))
 
 
 def _joined_networks(details: dict[str, Any]) -> list[tuple[str, list[str]]]:

@@ -107,3 +107,34 @@ def test_with_init_old_replicas_stop_in_well_under_a_second(
     for stop in last_stops(salt, service_name):
         assert stop["killed"] is False and stop["seconds"] < 1.0, stop
     assert took < GRACE + 10
+
+
+def test_scaling_down_or_removing_stops_every_replica_at_once(
+    salt, docker_client, demo_images, service_name, free_ports
+):
+    """Removals wait one grace period, not one per replica."""
+    port = free_ports(2 * REPLICAS)
+    pillar = pillar_of(service_name, demo_images["repository"], port, command=IGNORES_SIGTERM)
+    deployed(salt, pillar)
+    pillar["dockerops"]["services"][service_name]["replicas"] = 1
+    salt.set_pillar(pillar)
+
+    started = time.monotonic()
+    ret = salt.states.dockerops.running(name=service_name)
+    took = time.monotonic() - started
+
+    assert ret.result is True, ret.comment
+    assert sorted(ret.changes) == [f"{service_name}-2", f"{service_name}-3"]
+    assert GRACE - 1 <= took < 2 * GRACE, took
+    assert f"needed a kill after its {GRACE}s grace period" in ret.comment
+    assert len(containers(docker_client, service_name)) == 1
+
+    pillar["dockerops"]["services"][service_name]["replicas"] = REPLICAS
+    deployed(salt, pillar)
+    started = time.monotonic()
+    out = salt.modules.dockerops.remove(service_name)
+    took = time.monotonic() - started
+
+    assert out["result"] is True, out
+    assert GRACE - 1 <= took < 2 * GRACE, took
+    assert containers(docker_client, service_name) == {}
