@@ -30,7 +30,7 @@ What a minion's ``dockerops.rolling_update`` returns is one typed value,
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -324,6 +324,28 @@ def plan_fleet(
     )
 
 
+# How each runner argument that is not a count is read (see _checked).
+_ARGUMENT_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "pause": lambda v: _seconds(v, "pause"),
+    "timeout": lambda v: math.ceil(_seconds(v, "timeout", positive=True)),
+    "rollback": lambda v: _flag(v, "rollback"),
+    "test": lambda v: _flag(v, "test"),
+}
+
+
+def _checked(kwargs: dict[str, Any], keys: Sequence[str], problems: list[str]) -> dict[str, Any]:
+    """The given ``keys`` of ``kwargs``, read by their check; each bad one's
+    problem is added to ``problems``."""
+    checked: dict[str, Any] = {}
+    for key in keys:
+        if key in kwargs:
+            try:
+                checked[key] = _ARGUMENT_CHECKS[key](kwargs[key])
+            except ArgumentError as err:
+                problems.extend(err.problems)
+    return checked
+
+
 @dataclass(frozen=True)
 class RolloutOptions:
     """What ``salt-run dockerops.rolling_update`` was asked to do."""
@@ -352,18 +374,7 @@ class RolloutOptions:
         problems.extend(
             _amount_problems(kwargs, ("batch", "min_healthy", "canary", "max_failures"))
         )
-        checked: dict[str, Any] = {}
-        for key, check in (
-            ("pause", lambda v: _seconds(v, "pause")),
-            ("timeout", lambda v: math.ceil(_seconds(v, "timeout", positive=True))),
-            ("rollback", lambda v: _flag(v, "rollback")),
-            ("test", lambda v: _flag(v, "test")),
-        ):
-            if key in kwargs:
-                try:
-                    checked[key] = check(kwargs[key])
-                except ArgumentError as err:
-                    problems.extend(err.problems)
+        checked = _checked(kwargs, ("pause", "timeout", "rollback", "test"), problems)
         if kwargs.get("tag") is not None:
             checked["tag"] = str(kwargs["tag"])
         if problems:
@@ -405,17 +416,7 @@ class ApplyOptions:
         if kwargs.get("min_healthy") is not None and service is None:
             problems.append("min_healthy: needs service (whose replicas it counts)")
         problems.extend(_amount_problems(kwargs, ("batch", "min_healthy", "max_failures")))
-        checked: dict[str, Any] = {}
-        for key, check in (
-            ("pause", lambda v: _seconds(v, "pause")),
-            ("timeout", lambda v: math.ceil(_seconds(v, "timeout", positive=True))),
-            ("test", lambda v: _flag(v, "test")),
-        ):
-            if key in kwargs:
-                try:
-                    checked[key] = check(kwargs[key])
-                except ArgumentError as err:
-                    problems.extend(err.problems)
+        checked = _checked(kwargs, ("pause", "timeout", "test"), problems)
         if problems:
             raise ArgumentError(problems)
         return cls(tgt=tgt, **{**kwargs, **checked})
