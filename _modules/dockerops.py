@@ -178,7 +178,14 @@ def services_with_config():
 @_closes_clients
 def status(name=None):
     """
-    Per replica: container, image, state, health, restart count, config version.
+    Per replica: slot, container, image, state, health, restart count, config
+    version, the inputs it runs with (``settings``).
+
+    How it runs: the last health-check output (``health_output``), its last
+    exit (``exit_code``, ``oom_killed``, ``started_at``, ``finished_at``),
+    ``gave_up`` with ``gave_up_reason`` when Docker will not restart it again
+    (``on-failure:N`` used up, or ``no``), and a ``warning`` under ``always`` or
+    ``unless-stopped``, which restart a failing replica forever, unnoticed.
 
     Each replica also shows its service's ``last_stop``: the last replica
     dockerops stopped, how long that took, and whether it had to be killed

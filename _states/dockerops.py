@@ -37,6 +37,7 @@ try:
         from dockerops import events as _events
         from dockerops import host as _host
         from dockerops import lock as _lock
+        from dockerops import monitoring as _monitoring
         from dockerops import records as _records
         from dockerops import render as _render
         from dockerops import spec as _spec
@@ -193,6 +194,9 @@ def running(name, **overrides):
     ports = _status.service_ports(result.listed) if result.result is True else []
     if ports:
         ret["comment"] += "\nports: " + ", ".join(ports)
+    warning = _monitoring.restart_warning(spec.restart_policy)
+    if warning:
+        ret["warnings"] = [f"service {name}: {warning}"]
     return ret
 
 

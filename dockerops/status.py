@@ -9,6 +9,7 @@ from .errors import SpecError
 from .host import DockerHost
 from .inputs import read_back
 from .ledger import Ledger
+from .monitoring import replica_monitoring
 from .plan import plan_service
 from .records import DEFAULT_STATE_DIR, ServiceRecord
 from .replicas import ActualReplica, desired_replicas
@@ -54,7 +55,8 @@ def replica_status(
                 "ports": _published(details),
                 # Each input as docker inspect reports it (image defaults included).
                 "settings": read_back(details),
-                "started_at": state.get("StartedAt"),
+                # Last exit, OOM kill, health-check output, gave up (dockerops.monitoring).
+                **replica_monitoring(details),
                 "config_version": seen[container.service].get(container.id)
                 or container.config_version
                 or None,
