@@ -346,16 +346,20 @@ def _execute(
     failed = []
     # All at once: removing N replicas costs one grace period, not N.
     gone = remove_all(host, [(a.actual.id, a.name) for a in removals if a.actual is not None])
+    stops = []
     for action, stop in zip(removals, gone, strict=True):
         if isinstance(stop, DockerError):
             failed.append(stop)
             continue
         if stop is not None:
-            rollout.ledger.record_stop(stop)
+            stops.append(stop)
             if stop.hint:
                 outcome.steps.append(f"{stop.container} {stop.hint}")
         outcome.steps.append(f"removed {action.name}")
         outcome.done.append(action)
+    if stops:
+        # They stopped together: one record write, keeping a kill (and its hint) seen.
+        rollout.ledger.record_stop(max(stops, key=lambda s: (s.killed, s.seconds)))
     if failed:
         raise failed[0]
 
