@@ -35,7 +35,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/yamllint -s pillar salt/dockerops/parameters .yamllint
+	$(BIN)/yamllint -s pillar salt/dockerops/parameters salt/dockerops/files/prometheus-rules.yml .yamllint
 	find salt pillar -name '*.sls' | xargs $(BIN)/salt-lint
 
 unit: venv

@@ -24,9 +24,12 @@ try:
         from dockerops import converge as _converge
         from dockerops import errors as _errors
         from dockerops import events as _events
+        from dockerops import filelogs as _filelogs
         from dockerops import fleet as _fleet
         from dockerops import history as _history
         from dockerops import host as _host
+        from dockerops import metrics as _metrics
+        from dockerops import netns as _netns
         from dockerops import plan as _plan
         from dockerops import records as _records
         from dockerops import render as _render
@@ -175,6 +178,25 @@ def services_with_config():
     return _spec.services_with_config(__pillar__)
 
 
+def file_logs():
+    """
+    The pillar services that declare file logs (``logs: {path: ...}``), under
+    ``services``: their host directory (one subdirectory per slot), container
+    path, environment, slots, and the files the formula writes for them (a
+    Filebeat input, an rsyslog imfile input, a logrotate rule); and
+    ``rsyslog_module_file``, where imfile is loaded (None: not by dockerops).
+    The formula asks it once. A service whose pillar is invalid is left out
+    (its states report why).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.file_logs
+    """
+    return _filelogs.formula_file_logs(__pillar__, _privileged())
+
+
 @_closes_clients
 def status(name=None):
     """
@@ -184,8 +206,15 @@ def status(name=None):
     How it runs: the last health-check output (``health_output``), its last
     exit (``exit_code``, ``oom_killed``, ``started_at``, ``finished_at``),
     ``gave_up`` with ``gave_up_reason`` when Docker will not restart it again
-    (``on-failure:N`` used up, or ``no``), and a ``warning`` under ``always`` or
-    ``unless-stopped``, which restart a failing replica forever, unnoticed.
+    (``on-failure:N`` used up, or ``no``), ``crash_loop`` with
+    ``crash_loop_reason`` while Docker restarts it over and over (pillar
+    ``dockerops:monitoring:crash_loop: {restarts: 3, window: 5m}``, the
+    default), and a ``warning`` under ``always`` or ``unless-stopped``, which
+    restart a failing replica forever, unnoticed.
+
+    ``old_log_settings`` is true for a replica created with other log
+    settings (``logging``, ``logs``) than pillar's now: the next state run
+    recreates it.
 
     Each replica also shows its service's ``last_stop``: the last replica
     dockerops stopped, how long that took, and whether it had to be killed
@@ -204,7 +233,79 @@ def status(name=None):
     """
     if name is not None:
         _spec.check_service_name(name)
-    return _status.replica_status(_docker(), name, _records.state_dir(__opts__))
+    policy = _status.crash_loop_policy(__pillar__)
+    # Which replicas still run other log settings than pillar's (old_log_settings).
+    log_settings = _filelogs.pillar_log_settings(__pillar__, _privileged())
+    return _status.replica_status(
+        _docker(), name, _records.state_dir(__opts__), policy, log_settings=log_settings
+    )
+
+
+@_closes_clients
+def write_metrics():
+    """
+    Write the services' state as Prometheus metrics for node_exporter's
+    textfile collector (every ``dockerops.running``/``absent`` state run does too).
+
+    The file is the minion option ``dockerops.metrics_file`` (default
+    ``/var/lib/prometheus/node-exporter/dockerops.prom``; empty: off), replaced
+    atomically. When its directory does not exist, nothing is written.
+    Returns ``{"path": ..., "written": True|False}``; a symlink at the path or
+    a write that fails raises an error.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.write_metrics
+    """
+    path = _metrics.metrics_file(__opts__)
+    if path is None:
+        return {"path": None, "written": False}
+    state_dir = _records.state_dir(__opts__)
+    written = _metrics.write_metrics(_docker(), path, state_dir, __pillar__, None, _privileged())
+    return {"path": path, "written": written}
+
+
+@_closes_clients
+def check_ports(name):
+    """
+    What each replica of service ``name`` listens on, and which connections it
+    holds, inside its own network namespace (which the host's ``ss`` cannot see).
+
+    Read from the host through ``/proc/<pid>/net`` of each replica's main
+    process, checked to be the container's: no ``docker exec``, so images
+    without a shell or tools work too. Per replica (by container name):
+    ``ports`` (``8080/tcp``: TCP listening, UDP bound), ``listening``
+    (address:port/proto), ``loopback_only`` (ports only on 127.0.0.1/::1,
+    unreachable from outside the container), ``connections`` (local, remote,
+    state; the first 100) and ``connection_count``; ``missing``: the
+    service's ``expect_ports`` it does not listen on. A replica that is not
+    running is shown with ``running: False``.
+
+    ``result`` is False (and the exit code non-zero) when a running replica
+    misses an expected port or cannot be read, or when ports are expected and
+    no replica runs: a monitoring system can call this one function.
+
+    name
+        The service. Its ``expect_ports`` come from pillar; a service not in
+        pillar is read with none expected.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.check_ports web
+    """
+    _spec.check_service_name(name)
+    expected, wanted = [], 0
+    if name in _spec.service_names(__pillar__):
+        spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
+        expected, wanted = list(spec.expect_ports), spec.replicas
+    report = _netns.check_ports(_docker(), name, expected, wanted)
+    if not report["result"]:
+        __context__["retcode"] = 1
+    return report
 
 
 def _jid(kwargs):

@@ -20,6 +20,8 @@ try:
     if HAS_LIB:
         from dockerops import fleet as _fleet
         from dockerops import lock as _locking
+        from dockerops import reaction as _reaction
+        from dockerops import spec as _spec
 except ImportError:
     HAS_LIB = False
 
@@ -295,3 +297,59 @@ def apply(
             return _drive(client, engine)
     except (CommandExecutionError, SaltInvocationError) as err:
         return _refused({"minions": {}}, err)
+
+
+def react(data, restart=True, window="1h"):
+    """
+    React to a ``dockerops`` beacon event, as the reactor example
+    (``salt://reactor/dockerops.sls``) calls it: record it on the master and,
+    for a ``crash_loop`` or ``gave_up``, restart the service on that minion
+    once (``dockerops.restart``, started without waiting). Within ``window``
+    after a restart, further events of that minion's service are only
+    recorded: the reactor never loops.
+
+    The record (``<cachedir>/dockerops/reactions.json``, the last 50 per
+    minion and service) says what was decided and why.
+
+    data
+        The beacon event's data: ``id`` (the minion), ``service``,
+        ``event``, ``replica``, ``container``, ``image``, ``reason``.
+
+    restart
+        ``False``: record only, never restart.
+
+    window
+        How long after a restart further events are only recorded
+        (``30m``, ``1h``, seconds). Default ``1h``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run dockerops.react '{"id": "web1", "service": "web", "event": "gave_up"}'
+    """
+    if not isinstance(data, dict):
+        raise SaltInvocationError("data must be the beacon event's data (a mapping)")
+    minion, service = data.get("id"), data.get("service")
+    if not isinstance(minion, str) or not minion:
+        raise SaltInvocationError("data has no minion id")
+    _spec.check_service_name(service)
+    try:
+        _spec.parse_duration(window)
+    except ValueError as err:
+        raise SaltInvocationError(f"window: {err}") from None
+    base = os.path.join(__opts__["cachedir"], "dockerops")
+    reaction = _reaction.ReactionLog(base).react(
+        minion, service, data, time.time(), window=window, restart=bool(restart)
+    )
+    out = {
+        "minion": minion,
+        "service": service,
+        "action": reaction.action,
+        "comment": reaction.reason,
+    }
+    log.warning("dockerops: %s on %s: %s", service, minion, reaction.reason)
+    if reaction.action == "restart":
+        with _client() as client:
+            out["jid"] = client.cmd_async(minion, "dockerops.restart", [service], tgt_type="list")
+    return out

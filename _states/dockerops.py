@@ -21,6 +21,7 @@ Keep Docker services from pillar running on this minion.
 """
 
 import functools
+import logging
 import sys
 
 import salt.state
@@ -37,6 +38,7 @@ try:
         from dockerops import events as _events
         from dockerops import host as _host
         from dockerops import lock as _lock
+        from dockerops import metrics as _metrics
         from dockerops import monitoring as _monitoring
         from dockerops import records as _records
         from dockerops import render as _render
@@ -46,6 +48,8 @@ except ImportError:
     HAS_LIB = False
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
 
 __virtualname__ = "dockerops"
 
@@ -98,6 +102,74 @@ def _jid():
     return __opts__.get("jid")
 
 
+# Replica counts this run's states declared (overrides included): the metrics' desired counts.
+_DESIRED_KEY = "dockerops.metrics.desired"
+
+
+def _last_dockerops_state():
+    """Whether no other ``dockerops.running``/``absent`` state of this run is still to run.
+
+    The metrics file is written once per state run, after its last dockerops
+    state; Salt has no hook at a run's end. The ``State`` object's
+    ``call_chunk`` holds the run's chunks and those done; when it cannot be
+    found (another caller), every state writes.
+    """
+    instance = globals().get("__instance_id__")
+    frame = sys._getframe(1)
+    while instance and frame is not None:
+        owner = frame.f_locals.get("self")
+        if (
+            frame.f_code.co_name == "call_chunk"
+            and isinstance(owner, salt.state.State)
+            and owner.instance_id == instance
+        ):
+            low = frame.f_locals.get("low") or {}
+            this = (low.get("__id__"), low.get("name"))
+            done = frame.f_locals.get("running") or {}
+            for chunk in frame.f_locals.get("chunks") or ():
+                if (
+                    chunk.get("state") == __virtualname__
+                    and chunk.get("fun") in ("running", "absent")
+                    and (chunk.get("__id__"), chunk.get("name")) != this
+                    and salt.state._gen_tag(chunk) not in done
+                ):
+                    return False
+            return True
+        frame = frame.f_back
+    return True
+
+
+def _write_metrics():
+    """Write the metrics file (``dockerops.metrics_file``); never fails the state."""
+    if __opts__["test"] or not _last_dockerops_state():
+        return
+    try:
+        path = _metrics.metrics_file(__opts__)
+        if path is None:
+            return
+        host = _host.minion_host(__opts__, __context__)
+        state_dir = _records.state_dir(__opts__)
+        known = __context__.get(_DESIRED_KEY)
+        if not _metrics.write_metrics(host, path, state_dir, __pillar__, known, _privileged()):
+            log.debug("dockerops: no metrics written: the directory of %s does not exist", path)
+    except Exception as err:  # pylint: disable=broad-except
+        # Metrics are a side job: a failure there never fails the service's state.
+        log.warning("dockerops: could not write the metrics file: %s", err)
+
+
+def _writes_metrics(func):
+    """Write the metrics after the state (see :func:`_write_metrics`)."""
+
+    @functools.wraps(func)
+    def state(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _write_metrics()
+
+    return state
+
+
 def _touched_key(name):
     return f"dockerops.touched.{name}"
 
@@ -139,6 +211,7 @@ def _fail(ret, err):
 
 
 @_closes_clients
+@_writes_metrics
 def running(name, **overrides):
     """
     Ensure the replicas of service ``name`` run as pillar declares them.
@@ -170,6 +243,7 @@ def running(name, **overrides):
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
     try:
         spec = _spec_of(name, overrides)
+        __context__.setdefault(_DESIRED_KEY, {})[name] = spec.replicas
         rendered = _rendered(spec)
         reported = rendered is not None and (__context__.get(_config_key(name)) == rendered.version)
         result = _converge.converge(
@@ -197,6 +271,10 @@ def running(name, **overrides):
     warning = _monitoring.restart_warning(spec.restart_policy)
     if warning:
         ret["warnings"] = [f"service {name}: {warning}"]
+    # A logging driver that can block the container's writes (dockerops.logdrivers).
+    log_warning = spec.logging.blocking_warning
+    if log_warning:
+        ret.setdefault("warnings", []).append(f"service {name}: {log_warning}")
     return ret
 
 
@@ -287,6 +365,7 @@ def config_managed(name, **overrides):
 
 
 @_closes_clients
+@_writes_metrics
 def absent(name, remove_config=False):
     """
     Ensure no container of service ``name`` runs on this minion.
@@ -308,6 +387,7 @@ def absent(name, remove_config=False):
     ret = {"name": name, "result": True, "changes": {}, "comment": ""}
     try:
         _spec.check_service_name(name)
+        __context__.setdefault(_DESIRED_KEY, {})[name] = 0
         store = removal = None
         if remove_config:
             spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())

@@ -133,7 +133,10 @@ def known_secrets(host: DockerHost, spec: ServiceSpec) -> list[str]:
     for container in host.managed(spec.name):
         if container.secret_keys == () and not spec.secrets:
             continue
-        config = host.inspect(container.id).get("Config") or {}
+        try:
+            config = host.inspect(container.id).get("Config") or {}
+        except NotFound:  # removed since the list: its values are no longer shown
+            continue
         entries = [str(entry) for entry in config.get("Env") or []]
         keys = secret_keys_of(config.get("Labels") or {})
         for entry in entries:

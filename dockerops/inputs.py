@@ -213,6 +213,25 @@ def _config_input(spec: ServiceSpec, version: str | None) -> list[Any] | None:
     return ["pinned", root, spec.config.path, version]
 
 
+def _file_logs(spec: ServiceSpec, _version: str | None) -> tuple[str, str, str] | None:
+    """(host directory, container path, its allow-list root): each slot
+    mounts ``<host directory>/<slot>`` (see :mod:`dockerops.filelogs`)."""
+    if spec.logs is None or spec.log_dir is None:
+        return None
+    return (spec.log_dir, spec.logs.path, spec.trusted_root(spec.log_dir))
+
+
+def _apply_file_logs(value: tuple[str, str, str] | None, call: CreateCall) -> None:
+    if value is None:
+        return
+    log_dir, path, trusted_root = value
+    # Made, if missing, without following a symlink (DockerHost.create checks
+    # every bind): the slot's container writes there.
+    mount = Mount(f"{log_dir}/{call.slot}", path, False, trusted_root)
+    call.mounts.append(mount)
+    call.host["binds"] = [*(call.host.get("binds") or []), f"{mount.host}:{path}:rw"]
+
+
 def _logging(spec: ServiceSpec, _version: str | None) -> list[Any]:
     return [spec.logging.driver, tuple(sorted(spec.logging.effective_options.items()))]
 
@@ -402,6 +421,8 @@ INPUTS: tuple[Input, ...] = (
     ),
     Input("mounts", _mounts, _apply_mounts, hashed=_hashed_mounts),
     Input("config", _config_input, lambda _v, _c: None),  # its mount is among "mounts"
+    # After "mounts": adds its bind to theirs.
+    Input("logs", _file_logs, _apply_file_logs, hashed=lambda _s, value: list(value[:2])),
     Input(
         "logging",
         _logging,

@@ -74,6 +74,9 @@ def footprint(spec: ServiceSpec) -> Footprint:
         paths.append(
             HostPath(spec.name, f"{base}:config:root", spec.config_root, "config root", False)
         )
+    if spec.log_dir is not None:
+        # Its slots' containers write there, as into a writable data mount.
+        paths.append(HostPath(spec.name, f"{base}:logs:path", spec.log_dir, "log directory", True))
     slots = spec.slots
     ports = tuple(
         PortRange(

@@ -16,6 +16,7 @@ _KINDS = {
     "grains": "_grains",
     "runners": "_runners",
     "output": "_output",
+    "beacons": "_beacons",
 }
 
 

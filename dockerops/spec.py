@@ -26,6 +26,7 @@ Pillar layout::
           logging: {driver: json-file, options: {max-size: 10m}}
           healthcheck: {test: "wget -q -O- http://127.0.0.1:8080/health", interval: 2s}
           update: {health_timeout: 60s, min_healthy_time: 5s}
+          expect_ports: [8080, "9090/udp"] # listened on inside (dockerops.check_ports)
 
 Every problem is reported with its pillar path (``dockerops:services:web:replicas``)
 and the offending value, all at once, before anything is touched. Values of
@@ -61,7 +62,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from . import layout
+from . import layout, logdrivers
 from .errors import SpecError
 
 PILLAR_KEY = "dockerops"
@@ -102,6 +103,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 _HIDDEN_VALUES = {"env", "secrets"}
 DEFAULT_ALLOWED_HOST_PATHS = ("/srv/dockerops", "/var/log/dockerops")
 DEFAULT_CONFIG_ROOT = "/srv/dockerops/{service}/config"
+# File logs (``logs: {path:}``) live in <root>/<service>/<slot>/ on the host.
+DEFAULT_LOG_ROOT = "/var/log/dockerops"
 # Bounded by default: json-file grows without limit otherwise (moby#40207).
 DEFAULT_LOG_OPTIONS = {"json-file": {"max-size": "10m", "max-file": "3"}, "local": {}}
 _DURATION_RE = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,9})?)(ms|s|m|h)?")
@@ -407,23 +410,98 @@ class DataMount(_Model):
         return _container_path(value)
 
 
+class FileLogsSpec(_Model):
+    """Log files the application writes under ``path`` in the container: each
+    slot's host directory ``<dockerops:logs:root>/<service>/<slot>`` is mounted
+    there, so they outlive the container (see :mod:`dockerops.filelogs`)."""
+
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _container_path(value)
+
+
+class LogSettings(_Model):
+    """``dockerops:logs``: where file logs live on the host, and what the
+    formula writes for them (forwarder inputs, a logrotate rule)."""
+
+    root: str = DEFAULT_LOG_ROOT
+    filebeat_dir: str = "/etc/filebeat/inputs.d"
+    rsyslog_dir: str = "/etc/rsyslog.d"
+    logrotate_dir: str = "/etc/logrotate.d"
+    frequency: Literal["daily", "weekly", "monthly"] = "daily"
+    rotate: Annotated[int, Field(ge=1, le=1000)] = 7
+    maxsize: str = "100M"
+    # False when the admin's rsyslog config loads imfile already.
+    rsyslog_load_imfile: bool = True
+
+    @field_validator("root", "filebeat_dir", "rsyslog_dir", "logrotate_dir")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise ValueError("host paths must be absolute")
+        _path_text(value, "a host path")
+        if _normpath(value) == "/":
+            raise ValueError("not /")
+        return _normpath(value)
+
+    @field_validator("maxsize")
+    @classmethod
+    def _maxsize(cls, value: str) -> str:
+        if not re.fullmatch(r"[1-9][0-9]{0,9}[kMG]?", value):
+            raise ValueError("a logrotate size such as 100M, 500k or 1G")
+        return value
+
+
 class LoggingSpec(_Model):
+    """Docker's logging driver and its options, checked against the driver's
+    documented options (see :mod:`dockerops.logdrivers`)."""
+
     driver: str = "json-file"
-    options: dict[str, str] = {}
+    # Validated when left out too: gelf without options lacks its address.
+    options: dict[str, str] = Field(default={}, validate_default=True)
 
     @field_validator("driver")
     @classmethod
     def _driver(cls, value: str) -> str:
         if not LOG_DRIVER_RE.fullmatch(value):
             raise ValueError("not a logging driver name")
+        problem = logdrivers.driver_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("options", mode="before")
     @classmethod
     def _options(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {str(k): str(v) for k, v in value.items()}
+        if not isinstance(value, Mapping):
+            return value
+        out, problems = {}, []
+        for key, item in value.items():
+            try:
+                out[str(key)] = logdrivers.option_text(item)
+            except ValueError as err:
+                problems.append(f"{_show(key)}: {err}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        driver = info.data.get("driver")
+        if isinstance(driver, str):
+            problems = logdrivers.option_problems(driver, value)
+            if problems:
+                raise ValueError("; ".join(problems))
         return value
+
+    @property
+    def blocking_warning(self) -> str | None:
+        """Why this driver can block the container's writes (None: it cannot)."""
+        return logdrivers.blocking_warning(self.driver, self.effective_options)
 
     @property
     def effective_options(self) -> dict[str, str]:
@@ -560,6 +638,21 @@ def _ip(value: Any) -> Any:
 
 
 IPAddress = Annotated[str, AfterValidator(_ip)]
+EXPECTED_PORT_RE = re.compile(r"([0-9]{1,5})(?:/(tcp|udp))?")
+
+
+def _expected_port(value: Any) -> Any:
+    """``8080``, ``"8080"``, ``"9090/udp"``: normalized to ``port/protocol`` (tcp by default)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    match = EXPECTED_PORT_RE.fullmatch(value) if isinstance(value, str) else None
+    if not match or not 1 <= int(match.group(1)) <= 65535:
+        raise ValueError("expected a port 1-65535, optionally with /tcp or /udp")
+    return f"{int(match.group(1))}/{match.group(2) or 'tcp'}"
+
+
+# A port the app must listen on inside its container (dockerops.check_ports).
+ExpectedPort = Annotated[str, BeforeValidator(_expected_port)]
 # A capability name, as Docker takes it (CAP_ prefix optional; ALL for every one).
 CAPABILITY_RE = re.compile(r"(?:CAP_)?[A-Z_]{2,32}")
 # security_opt entries Docker knows: label=..., apparmor=..., seccomp=...,
@@ -648,6 +741,10 @@ class ServiceSpec(_Model):
     networks: dict[str, NetworkEntry] = {}
     extra_hosts: dict[Hostname, IPAddress] = {}
     dns: list[IPAddress] = []
+    logs: FileLogsSpec | None = None
+    # Not a container input (changing it recreates nothing): what
+    # dockerops.check_ports and the beacon expect the app to listen on inside.
+    expect_ports: list[ExpectedPort] = []
 
     @field_validator("ulimits")
     @classmethod
@@ -765,6 +862,7 @@ class ServiceSpec(_Model):
     @model_validator(mode="after")
     def _tmpfs_targets(self) -> ServiceSpec:
         mounted = {m.container for m in self.data} | ({self.config.path} if self.config else set())
+        mounted |= {self.logs.path} if self.logs else set()
         both = sorted(set(self.tmpfs) & mounted)
         if both:
             raise ValueError(f"{', '.join(both)} is both a tmpfs and a mount")
@@ -855,6 +953,14 @@ class ServiceSpec(_Model):
             seen.add(key)
         return value
 
+    @field_validator("expect_ports")
+    @classmethod
+    def _expect_ports(cls, value: list[str]) -> list[str]:
+        twice = sorted({port for port in value if value.count(port) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed twice")
+        return value
+
     @model_validator(mode="after")
     def _port_slots(self) -> ServiceSpec:
         """Slot i (replicas 1..N, then start-first spares) publishes host + i - 1:
@@ -893,6 +999,7 @@ class ServiceSpec(_Model):
         if both:
             raise ValueError(f"{', '.join(both)} set in both env and secrets")
         targets = [m.container for m in self.data] + ([self.config.path] if self.config else [])
+        targets += [self.logs.path] if self.logs else []
         dupes = sorted({t for t in targets if targets.count(t) > 1})
         if dupes:
             raise ValueError(f"{', '.join(dupes)} mounted twice in the container")
@@ -906,11 +1013,14 @@ class ServiceSpec(_Model):
 
     # The allow-list the host paths were validated against (not pillar input).
     _allowed_host_paths: tuple[str, ...] = PrivateAttr(default=DEFAULT_ALLOWED_HOST_PATHS)
+    # dockerops:logs:root, where the file logs of every service live.
+    _log_root: str = PrivateAttr(default=DEFAULT_LOG_ROOT)
 
     @model_validator(mode="after")
     def _remember_allowed(self, info: ValidationInfo) -> ServiceSpec:
         allowed = (info.context or {}).get("allowed_host_paths") or DEFAULT_ALLOWED_HOST_PATHS
         self._allowed_host_paths = tuple(_normpath(path) for path in allowed)
+        self._log_root = (info.context or {}).get("log_root") or DEFAULT_LOG_ROOT
         return self
 
     def trusted_root(self, host_path: str) -> str:
@@ -948,6 +1058,34 @@ class ServiceSpec(_Model):
         """Slots the service's containers may occupy: its replicas, then spares."""
         return self.replicas + self.update.spares(self.replicas)
 
+    @property
+    def log_dir(self) -> str | None:
+        """The host directory of the service's file logs (one subdirectory per
+        slot), or None when it declares no ``logs``."""
+        if self.logs is None:
+            return None
+        return f"{self._log_root.rstrip('/')}/{self.name}"
+
+
+class CrashLoopSpec(_Model):
+    """A replica restarted ``restarts`` times within ``window`` is crash-looping."""
+
+    restarts: Annotated[int, Field(ge=1, le=1000)] = 3
+    window: Annotated[Duration, _at_most(7 * 24 * HOUR)] = 300.0
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+
+class MonitoringSpec(_Model):
+    """``dockerops:monitoring``: how status and the beacon judge replicas."""
+
+    crash_loop: CrashLoopSpec = CrashLoopSpec()
+
 
 class PillarRoot(_Model):
     """The top of ``dockerops`` pillar; services are validated one by one."""
@@ -956,6 +1094,8 @@ class PillarRoot(_Model):
     defaults: dict[str, Any] = {}
     services: dict[str, dict[str, Any]] = {}
     allowed_host_paths: list[str] = list(DEFAULT_ALLOWED_HOST_PATHS)
+    logs: LogSettings = LogSettings()
+    monitoring: MonitoringSpec = MonitoringSpec()
 
     @field_validator("allowed_host_paths")
     @classmethod
@@ -992,6 +1132,19 @@ def load_root(pillar: Mapping[str, Any]) -> PillarRoot:
         return PillarRoot.model_validate(dict(raw))
     except ValidationError as err:
         raise SpecError(_problems(err, (PILLAR_KEY,), PillarRoot)) from None
+
+
+def load_monitoring(pillar: Mapping[str, Any]) -> MonitoringSpec:
+    """``dockerops:monitoring`` alone, validated: status and the beacon need only
+    it, and must not fail on a problem elsewhere in pillar (a bad service)."""
+    raw = pillar.get(PILLAR_KEY) or {}
+    monitoring = raw.get("monitoring") if isinstance(raw, Mapping) else None
+    try:
+        return MonitoringSpec.model_validate(dict(monitoring or {}))
+    except (ValidationError, TypeError, ValueError) as err:
+        if isinstance(err, ValidationError):
+            raise SpecError(_problems(err, (PILLAR_KEY, "monitoring"), MonitoringSpec)) from None
+        raise SpecError([f"{PILLAR_KEY}:monitoring: expected a mapping"]) from None
 
 
 def service_names(pillar: Mapping[str, Any]) -> list[str]:
@@ -1132,6 +1285,7 @@ def _validate_service(
             context={
                 "allowed_host_paths": root.allowed_host_paths,
                 "allow_privileged": allow_privileged,
+                "log_root": root.logs.root,
             },
         )
     except ValidationError as err:
@@ -1143,6 +1297,15 @@ def _validate_service(
         raise SpecError(
             _problems(err, (PILLAR_KEY, "services", name), ServiceSpec, sources)
         ) from None
+    # Its containers write there, and dockerops makes directories there as root.
+    if spec.logs is not None and not _under(root.logs.root, root.allowed_host_paths):
+        raise SpecError(
+            [
+                f"{PILLAR_KEY}:logs:root: {root.logs.root} (where services:{name}:logs go) "
+                f"is outside {PILLAR_KEY}:allowed_host_paths "
+                f"({', '.join(root.allowed_host_paths)})"
+            ]
+        )
     config_root = spec.config_root
     if config_root and not _under(config_root, root.allowed_host_paths):
         raise SpecError(

@@ -2,31 +2,69 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import SpecError
+from .errors import NotFound, SpecError
+from .filelogs import old_log_settings
 from .host import DockerHost
 from .inputs import read_back
 from .ledger import Ledger
-from .monitoring import replica_monitoring
+from .monitoring import CrashLoopPolicy, replica_monitoring
 from .plan import plan_service
 from .records import DEFAULT_STATE_DIR, ServiceRecord
 from .replicas import ActualReplica, desired_replicas
-from .spec import ServiceSpec
+from .restarts import RestartSamples
+from .spec import ServiceSpec, load_monitoring
 
 
 def replica_status(
-    host: DockerHost, service: str | None = None, state_dir: str = DEFAULT_STATE_DIR
+    host: DockerHost,
+    service: str | None = None,
+    state_dir: str = DEFAULT_STATE_DIR,
+    crash_loop: CrashLoopPolicy | None = None,
+    now: float | None = None,
+    log_settings: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Per service, per replica: container, image, state, health, restart count,
-    and the config version it runs (for live-mounted config: the one it loaded)."""
+    the config version it runs (for live-mounted config: the one it loaded),
+    and how it runs (:func:`dockerops.monitoring.replica_monitoring`).
+
+    Each look notes the restart counts (:class:`RestartSamples`), so that a
+    crash loop (``crash_loop`` restarts within its window) can be timed.
+    """
+    policy = crash_loop or CrashLoopPolicy()
+    clock = time.time() if now is None else now
     out: dict[str, list[dict[str, Any]]] = {}
     seen: dict[str, dict[str, str]] = {}
     proven: dict[str, set[str] | None] = {}
     last_stop: dict[str, dict[str, Any] | None] = {}
     listed = sorted(host.managed(service), key=lambda c: (c.service, c.index or 0))
+    gone: set[str] = set()
+    inspected: dict[str, dict[str, Any]] = {}
     for container in listed:
+        try:
+            inspected[container.id] = host.inspect(container.id)
+        except NotFound:
+            # Removed between the list and the inspect (a rollout retiring
+            # it while status runs): it no longer runs, so it is not shown.
+            gone.add(container.id)
+    samples: dict[str, list[Any]] = {}
+    for name in sorted({c.service for c in listed}):
+        counts = {
+            c.id: int(inspected[c.id].get("RestartCount") or 0)
+            for c in listed
+            if c.service == name and c.id in inspected
+        }
+        # A label no service of ours carries (SpecError): nothing kept.
+        with contextlib.suppress(SpecError):
+            samples.update(RestartSamples(state_dir, name).observe(counts, clock, policy.window))
+    for container in listed:
+        if container.id in gone:
+            continue
+        details = inspected[container.id]
         if container.service not in seen:
             try:
                 record = ServiceRecord(state_dir, container.service)
@@ -39,7 +77,6 @@ def replica_status(
                 proven[container.service] = ledger.proven()
                 last_stop[container.service] = ledger.last_stop()
         known = proven[container.service]
-        details = host.inspect(container.id)
         state = details.get("State") or {}
         health = (state.get("Health") or {}).get("Status")
         out.setdefault(container.service, []).append(
@@ -55,8 +92,11 @@ def replica_status(
                 "ports": _published(details),
                 # Each input as docker inspect reports it (image defaults included).
                 "settings": read_back(details),
+                # True: created with other log settings than pillar's now
+                # (dockerops.filelogs); the next state run recreates it.
+                "old_log_settings": _old_log_settings(container, log_settings),
                 # Last exit, OOM kill, health-check output, gave up (dockerops.monitoring).
-                **replica_monitoring(details),
+                **replica_monitoring(details, samples.get(container.id, ()), clock, policy),
                 "config_version": seen[container.service].get(container.id)
                 or container.config_version
                 or None,
@@ -72,10 +112,48 @@ def replica_status(
         )
     for name, rows in out.items():
         # The same for each of the service's replicas, like last_stop.
-        answering = service_ports(c for c in listed if c.service == name)
+        answering = service_ports(c for c in listed if c.service == name and c.id not in gone)
         for row in rows:
             row["service_ports"] = answering
     return out
+
+
+def services_grain(containers: Iterable[ActualReplica]) -> dict[str, dict[str, Any]]:
+    """The ``dockerops:services`` grain: per service with containers here, the
+    image:tag most of its running replicas run (of all its containers when
+    none runs; ``images`` lists them all while a rollout mixes them) and how
+    many run. Targets such as ``salt -G 'dockerops:services:web:*'`` or
+    ``salt -G 'dockerops:services:web:image:*:1.4'`` select by it."""
+    running: dict[str, dict[str, int]] = {}
+    every: dict[str, dict[str, int]] = {}
+    for container in containers:
+        for table, counted in ((every, True), (running, container.state == "running")):
+            images = table.setdefault(container.service, {})
+            if counted:
+                images[container.image] = images.get(container.image, 0) + 1
+    out: dict[str, dict[str, Any]] = {}
+    for service, images in every.items():
+        counts = running[service] or images
+        ranked = sorted(counts, key=lambda image: (-counts[image], image))
+        out[service] = {"image": ranked[0], "replicas": sum(running[service].values())}
+        if len(ranked) > 1:
+            out[service]["images"] = sorted(ranked)
+    return out
+
+
+def crash_loop_policy(pillar: Any) -> CrashLoopPolicy:
+    """The crash-loop policy ``dockerops:monitoring:crash_loop`` sets."""
+    spec = load_monitoring(pillar).crash_loop
+    return CrashLoopPolicy(restarts=spec.restarts, window=spec.window)
+
+
+def _old_log_settings(
+    container: ActualReplica, wanted: Mapping[str, Mapping[str, str]] | None
+) -> bool | None:
+    """None when pillar was not consulted or does not declare the service."""
+    if wanted is None or container.service not in wanted:
+        return None
+    return old_log_settings(container.inputs, wanted[container.service])
 
 
 def service_ports(containers: Iterable[ActualReplica]) -> list[str]:

@@ -9,6 +9,12 @@ command -v docker-registry >/dev/null 2>&1 || need="$need docker-registry"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 # debootstrap builds the test bed's nginx image from Debian's packages (no registry pull).
 command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
+# The metrics tests run Debian's Prometheus (and its promtool) and node_exporter on 127.0.0.1.
+command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+command -v prometheus-node-exporter >/dev/null 2>&1 || need="$need prometheus-node-exporter"
+# The logging tests run a private rsyslogd on 127.0.0.1 and check the formula's logrotate rule.
+command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need="$need rsyslog"
+command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || need="$need logrotate"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages:$need (run as root, or: apt-get install$need)" >&2

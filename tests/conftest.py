@@ -125,6 +125,6 @@ def service_name(
     name = f"t{random.randrange(16**6):06x}"
     yield name
     for container in docker_client.containers.list(
-        all=True, filters={"label": f"io.dockerops.service={name}"}
+        ignore_removed=True, all=True, filters={"label": f"io.dockerops.service={name}"}
     ):
         container.remove(force=True)

@@ -1,7 +1,7 @@
 {#- Undo init.sls: remove the containers of every service in pillar and, from
     each config directory, what dockerops wrote there (the directory too once
     empty). A directory dockerops does not own is refused, not deleted. Data
-    directories are left alone. #}
+    directories and log files are left alone. #}
 {%- from tpldir ~ "/map.jinja" import dockerops, dockerops_problems with context %}
 
 {%- if dockerops_problems %}
@@ -12,5 +12,16 @@
   dockerops.absent:
     - name: {{ service | json }}
     - remove_config: true
+{%-   endfor %}
+{#-   The forwarder inputs and logrotate rules filelogs.sls wrote; the log
+      files themselves are kept. #}
+{%-   set file_logs = salt["dockerops.file_logs"]() if dockerops.services else {} %}
+{%-   for service, logs in (file_logs.services or {}) | dictsort %}
+{%-     for kind in ["filebeat", "rsyslog", "logrotate"] %}
+
+{{ ("dockerops-filelogs-" ~ service ~ "-" ~ kind ~ "-file-absent") | json }}:
+  file.absent:
+    - name: {{ logs[kind ~ "_file"] | json }}
+{%-     endfor %}
 {%-   endfor %}
 {%- endif %}

@@ -1,3 +1,4 @@
 # Everything dockerops manages on a minion.
 include:
   - .services
+  - .filelogs

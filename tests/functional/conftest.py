@@ -41,6 +41,8 @@ def minion_opts(tmp_path_factory: pytest.TempPathFactory, docker_url: str) -> di
             "grains_dirs": [str(REPO / "_grains")],
             "dockerops.docker_url": docker_url,
             "dockerops.state_dir": str(root / "state"),
+            # A directory that does not exist: no metrics, unless a test makes it.
+            "dockerops.metrics_file": str(root / "metrics" / "dockerops.prom"),
         }
     )
     return opts

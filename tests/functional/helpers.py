@@ -16,7 +16,11 @@ def service_pillar(name: str, repository: str, **fields: Any) -> dict[str, Any]:
 
 def containers(client: docker.DockerClient, service: str) -> dict[str, Any]:
     """name -> container, for one service's containers (running or not)."""
-    found = client.containers.list(all=True, filters={"label": f"io.dockerops.service={service}"})
+    # ignore_removed: docker-py inspects each listed container; one removed
+    # meanwhile (a run retiring it while a test polls) is left out, not a 404.
+    found = client.containers.list(
+        all=True, filters={"label": f"io.dockerops.service={service}"}, ignore_removed=True
+    )
     return {c.name: c for c in found}
 
 

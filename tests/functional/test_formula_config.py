@@ -73,7 +73,7 @@ def test_config_outside_the_service_gets_its_state_and_its_mount(
     written = host_root / service_name / "config" / "app.conf"
     assert written.read_text() == "set outside the service\n"
     (container,) = docker_client.containers.list(
-        filters={"label": f"io.dockerops.service={service_name}"}
+        ignore_removed=True, filters={"label": f"io.dockerops.service={service_name}"}
     )
     mounted = container.exec_run(["cat", "/etc/app/app.conf"])
     assert (mounted.exit_code, mounted.output.decode()) == (0, "set outside the service\n")

@@ -98,7 +98,12 @@ def containers_of(client: docker.DockerClient, pillar: dict[str, Any]) -> list[s
     for name in sorted(names):
         label = f"io.dockerops.service={name}"
         with contextlib.suppress(docker.errors.APIError):
-            found += [c.id for c in client.containers.list(all=True, filters={"label": label})]
+            found += [
+                c.id
+                for c in client.containers.list(
+                    ignore_removed=True, all=True, filters={"label": label}
+                )
+            ]
     return sorted(found)
 
 

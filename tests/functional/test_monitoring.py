@@ -56,6 +56,43 @@ def test_a_replica_that_used_up_its_retries_is_reported_as_gave_up(
     assert "warning" not in replica
 
 
+def test_a_crash_looping_replica_is_reported_within_the_window_then_as_gave_up(
+    salt: Any, demo_images: dict[str, str], service_name: str
+) -> None:
+    pillar = service_pillar(
+        service_name,
+        demo_images["repository"],
+        command="sleep 3; exit 1",
+        restart_policy="on-failure:5",
+        healthcheck=QUICK_CHECK,
+    )
+    pillar["dockerops"]["monitoring"] = {"crash_loop": {"restarts": 3, "window": "1m"}}
+    salt.set_pillar(pillar)
+    assert salt.modules.dockerops.apply(service_name)[service_name]["result"] is True
+
+    seen: list[tuple[int, bool, bool]] = []
+    reasons: set[str] = set()
+
+    def looped_then_gave_up(replica: dict[str, Any]) -> bool:
+        seen.append((replica["restart_count"], replica["crash_loop"], replica["gave_up"]))
+        if replica["crash_loop"]:
+            reasons.add(replica["crash_loop_reason"])
+        return replica["gave_up"]
+
+    replica = status_when(salt, service_name, looped_then_gave_up, timeout=60)
+
+    # Docker restarts it after 3 s runs (and its growing back-off): 3 restarts
+    # within the minute make a loop; after the fifth it gives up.
+    looping = [count for count, loop, _ in seen if loop]
+    assert looping and min(looping) == 3, seen
+    assert all(not loop for count, loop, _ in seen if count < 3), seen
+    assert replica["gave_up"] and not replica["crash_loop"], replica
+    assert replica["restart_count"] == 5
+    assert not any(loop and gave for _, loop, gave in seen), seen
+    # While it looped, status said why.
+    assert "restarted 3 times in the last 1m (crash_loop: 3 restarts within 1m)" in reasons
+
+
 def test_an_oom_kill_is_reported(salt: Any, demo_images: dict[str, str], service_name: str) -> None:
     # The shell holds 40 MB in a variable under a 16 MB limit.
     pillar = service_pillar(
@@ -94,3 +131,43 @@ def test_restart_policies_that_restart_forever_are_warned_of(
     (replica,) = salt.modules.dockerops.status(service_name)[service_name]
     assert replica["warning"] == warning
     assert (replica["gave_up"], replica["exit_code"]) == (False, None)
+
+
+def test_grains_are_fast_name_the_host_and_never_fail_when_docker_is_down(
+    salt: Any,
+    minion_opts: dict[str, Any],
+    demo_images: dict[str, str],
+    service_name: str,
+    tmp_path: Any,
+) -> None:
+    from salt.loader import grain_funcs
+
+    pillar = service_pillar(
+        service_name, demo_images["repository"], replicas=2, healthcheck=QUICK_CHECK
+    )
+    salt.set_pillar(pillar)
+    assert salt.modules.dockerops.apply(service_name)[service_name]["result"] is True
+
+    grain = grain_funcs(minion_opts)["dockerops.dockerops"]
+    grain()  # the first call imports and negotiates; what a refresh costs is the next
+    took = []
+    for _ in range(5):
+        started = time.perf_counter()
+        found = grain()["dockerops"]
+        took.append(time.perf_counter() - started)
+    # Measured here: 11-14 ms a refresh (one info call, one list call).
+    assert max(took) < 0.5, took
+    assert found["docker"]["reachable"] is True
+    assert found["docker"]["storage_driver"] == "overlay2"
+    assert found["docker"]["cgroup_version"] in ("1", "2")
+    assert found["services"][service_name] == {
+        "image": f"{demo_images['repository']}:1.0",
+        "replicas": 2,
+    }
+
+    down = dict(minion_opts, **{"dockerops.docker_url": f"unix://{tmp_path}/none.sock"})
+    started = time.perf_counter()
+    answer = grain_funcs(down)["dockerops.dockerops"]()["dockerops"]
+    assert time.perf_counter() - started < 1.0
+    assert answer["docker"]["reachable"] is False
+    assert answer["services"] == {}

@@ -156,7 +156,9 @@ def test_a_version_nginx_rejects_is_refused_before_any_replica_sees_it(
     assert data_link(host_root, service_name) == f"..{good}"
     # Each check ran in its own throwaway container, none left behind.
     assert len(check_containers(docker_client, since)) == 2
-    assert not docker_client.containers.list(all=True, filters={"label": "io.dockerops.check"})
+    assert not docker_client.containers.list(
+        ignore_removed=True, all=True, filters={"label": "io.dockerops.check"}
+    )
 
 
 def test_a_passing_check_runs_once_per_version_and_config_managed_leaves_the_reload_to_running(

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.docker
 def published(client: docker.DockerClient, service: str) -> list[str]:
     """What the service's running containers publish, as ``docker inspect`` says, by port."""
     found = []
-    for container in client.containers.list(filters={"label": f"io.dockerops.service={service}"}):
+    for container in client.containers.list(
+        ignore_removed=True, filters={"label": f"io.dockerops.service={service}"}
+    ):
         for container_port, bindings in (container.ports or {}).items():
             found += [(int(b["HostPort"]), b["HostIp"], container_port) for b in bindings or []]
     return [f"{ip}:{port}->{inner}" for port, ip, inner in sorted(found)]

@@ -117,6 +117,7 @@ def test_pip_installed_wheel_registers_with_the_salt_loader(tmp_path, docker_url
     names = zipfile.ZipFile(wheel).namelist()
     assert "dockerops/saltext/modules/dockerops.py" in names
     assert "dockerops/saltext/states/dockerops.py" in names
+    assert "dockerops/saltext/beacons/dockerops.py" in names
     target = tmp_path / "site"
     subprocess.run(
         [

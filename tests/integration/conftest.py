@@ -87,6 +87,12 @@ def salt_master(salt_factories, pillar_dir: Path):
             "file_roots": {"base": [str(REPO / "salt")]},
             "pillar_roots": {"base": [str(pillar_dir)]},
             "log_level_logfile": "info",
+            # README's reactor set-up: the example reacts to the beacon's
+            # crash loops and give-ups (only the beacon test turns a beacon on).
+            "reactor": [
+                {f"salt/beacon/*/dockerops/*/{event}": ["salt://reactor/dockerops.sls"]}
+                for event in ("crash_loop", "gave_up")
+            ],
         },
     )
     with master.started(start_timeout=120):
@@ -102,6 +108,8 @@ def salt_minions(salt_master, docker_hosts: dict[str, ExtraDaemon]):
                 "dockerops.docker_url": docker_hosts[minion_id].url,
                 # Minions share this machine's disk: each gets its own records.
                 "dockerops.state_dir": str(docker_hosts[minion_id].base / "state"),
+                # Never the host's node_exporter directory: this one does not exist.
+                "dockerops.metrics_file": str(docker_hosts[minion_id].base / "no" / "m.prom"),
             },
         )
         for minion_id in MINIONS

@@ -38,7 +38,9 @@ def test_highstate_lands_each_environments_differences(
 
     def web_containers(minion_id):
         client = docker_hosts[minion_id].client()
-        found = client.containers.list(filters={"label": "io.dockerops.service=web"})
+        found = client.containers.list(
+            ignore_removed=True, filters={"label": "io.dockerops.service=web"}
+        )
         out = {c.name: c.attrs for c in found}
         conf = {c.name: c.exec_run(["cat", "/etc/app/web.conf"]).output.decode() for c in found}
         client.close()

@@ -74,7 +74,9 @@ def fleet_images(docker_hosts):
     out = {}
     for minion, daemon in docker_hosts.items():
         client = daemon.client()
-        found = client.containers.list(all=True, filters={"label": "io.dockerops.service=web"})
+        found = client.containers.list(
+            ignore_removed=True, all=True, filters={"label": "io.dockerops.service=web"}
+        )
         out[minion] = sorted(
             (c.labels["io.dockerops.image"], c.attrs["State"].get("Health", {}).get("Status"))
             for c in found
@@ -237,7 +239,9 @@ def test_a_minion_killed_mid_rollout_halts_the_run(fleet, salt_cli, salt_minions
     canary_host = docker_hosts["int-m1"].client()
     running = {
         c.labels["io.dockerops.image"]
-        for c in canary_host.containers.list(filters={"label": "io.dockerops.service=web"})
+        for c in canary_host.containers.list(
+            ignore_removed=True, filters={"label": "io.dockerops.service=web"}
+        )
     }
     target = "1.0" if running == {f"{fleet['repo']}:1.1"} else "1.1"
     result = {}
@@ -264,7 +268,7 @@ def test_a_minion_killed_mid_rollout_halts_the_run(fleet, salt_cli, salt_minions
             labels = {
                 c.labels["io.dockerops.image"]
                 for c in canary_host.containers.list(
-                    all=True, filters={"label": "io.dockerops.service=web"}
+                    ignore_removed=True, all=True, filters={"label": "io.dockerops.service=web"}
                 )
             }
             if f"{fleet['repo']}:{target}" in labels:

@@ -113,7 +113,7 @@ def web_containers(docker_hosts, conf: bool = False) -> dict[str, dict[str, dict
         try:
             rows = {}
             for c in client.containers.list(
-                all=True, filters={"label": "io.dockerops.service=web"}
+                ignore_removed=True, all=True, filters={"label": "io.dockerops.service=web"}
             ):
                 rows[c.name] = {
                     "id": c.id,

@@ -57,7 +57,9 @@ def test_each_minion_manages_only_its_own_docker_host(
         client = daemon.client()
         seen[minion_id] = sorted(
             (c.name, c.labels["io.dockerops.image"], c.labels["io.dockerops.environment"])
-            for c in client.containers.list(filters={"label": "io.dockerops.service=web"})
+            for c in client.containers.list(
+                ignore_removed=True, filters={"label": "io.dockerops.service=web"}
+            )
         )
         client.close()
     assert seen["int-m1"] == [
@@ -89,6 +91,9 @@ def test_each_minion_manages_only_its_own_docker_host(
     for daemon in docker_hosts.values():
         client = daemon.client()
         assert (
-            client.containers.list(all=True, filters={"label": "io.dockerops.managed=true"}) == []
+            client.containers.list(
+                ignore_removed=True, all=True, filters={"label": "io.dockerops.managed=true"}
+            )
+            == []
         )
         client.close()

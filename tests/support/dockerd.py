@@ -119,7 +119,7 @@ class ExtraDaemon:
         if self.process is not None and self.process.poll() is None:
             with contextlib.suppress(Exception):
                 client = self.client()
-                for container in client.containers.list(all=True):
+                for container in client.containers.list(ignore_removed=True, all=True):
                     container.remove(force=True)
                 client.close()
             self.process.send_signal(signal.SIGTERM)

@@ -38,6 +38,8 @@ class Masterless:
             "file_roots": {"base": [str(REPO / "salt")]},
             "pillar_roots": {"base": [str(self.pillar_dir)]},
             "dockerops.docker_url": docker_url,
+            # Never the host's node_exporter directory: this one does not exist.
+            "dockerops.metrics_file": str(root / "metrics" / "dockerops.prom"),
             "log_level_logfile": "info",
             **extra,
         }

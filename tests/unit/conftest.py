@@ -40,8 +40,10 @@ def list_entry() -> Callable[..., dict[str, Any]]:
         name: str | None = None,
         container_id: str | None = None,
         labels: dict[str, str] | None = None,
+        ports: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         return {
+            "Ports": ports or [],
             "Id": container_id or f"{replica.name}-0123456789abcdef0123456789abcdef",
             "Names": [f"/{name or replica.name}"],
             "Image": "sha256:0123456789ab",

@@ -19,6 +19,7 @@ KINDS = {
     "grains": "_grains",
     "runners": "_runners",
     "output": "_output",
+    "beacons": "_beacons",
 }
 
 

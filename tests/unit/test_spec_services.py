@@ -611,7 +611,7 @@ def test_config_contents_never_appear_in_errors(
         (
             {"options": {"max-file": 5, "compress": True}},
             "json-file",
-            {"max-size": "10m", "max-file": "5", "compress": "True"},
+            {"max-size": "10m", "max-file": "5", "compress": "true"},
         ),
         ({"options": {"max-size": 1024}}, "json-file", {"max-size": "1024", "max-file": "3"}),
         ({"driver": "local"}, "local", {}),

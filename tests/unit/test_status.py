@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from dockerops.converge import known_secrets
+from dockerops.errors import NotFound
 from dockerops.replicas import (
     ActualReplica,
     actual_from_list_entry,
@@ -16,7 +18,12 @@ from dockerops.replicas import (
     published_of,
 )
 from dockerops.spec import ServiceSpec
-from dockerops.status import service_ports, services_overview
+from dockerops.status import (
+    replica_status,
+    service_ports,
+    services_grain,
+    services_overview,
+)
 
 
 class ListedHost:
@@ -121,3 +128,77 @@ def test_service_ports_are_those_its_running_containers_publish_by_slot() -> Non
         "127.0.0.1:19083->9090/tcp",
     ]
     assert service_ports([]) == []
+
+
+class RetiringHost(ListedHost):
+    """Lists every container, but the first one listed is removed (a rollout
+    retiring it) before it can be inspected."""
+
+    def __init__(self, containers: list[ActualReplica], details: dict[str, Any]) -> None:
+        super().__init__(containers)
+        self.details = details
+        self.inspected: list[str] = []
+
+    def inspect(self, container_id: str) -> dict[str, Any]:
+        self.inspected.append(container_id)
+        if container_id == self.containers[0].id:
+            raise NotFound(f"inspecting container {container_id[:12]}: No such container")
+        return self.details
+
+
+def test_status_leaves_out_a_replica_removed_between_the_list_and_its_inspect(
+    make_spec: Callable[..., ServiceSpec], actual: Callable[..., Any], tmp_path: Any
+) -> None:
+    first, second = desired_replicas(make_spec(replicas=2), None)
+    listed = [
+        actual(first, ports=[{"IP": "127.0.0.1", "PrivatePort": 80, "PublicPort": 8081}]),
+        actual(second, ports=[{"IP": "127.0.0.1", "PrivatePort": 80, "PublicPort": 8082}]),
+    ]
+    details = {"State": {"Status": "running", "Running": True}, "Config": {}, "HostConfig": {}}
+    host = RetiringHost(listed, details)
+
+    rows = replica_status(host, None, str(tmp_path))  # type: ignore[arg-type]
+
+    assert host.inspected == [listed[0].id, listed[1].id]
+    assert [row["container"] for row in rows["web"]] == [second.name]
+    # The ports it answered on are gone with it.
+    assert rows["web"][0]["service_ports"] == service_ports([listed[1]])
+    assert "8081" not in " ".join(rows["web"][0]["service_ports"])
+
+
+def test_secret_values_are_read_from_the_containers_still_there(
+    make_spec: Callable[..., ServiceSpec], actual: Callable[..., Any]
+) -> None:
+    spec = make_spec(replicas=2, secrets={"TOKEN": "now-s3cret"})
+    first, second = desired_replicas(spec, None)
+    details = {"Config": {"Env": ["TOKEN=rotated-0ld"], "Labels": second.docker_labels()}}
+    host = RetiringHost([actual(first), actual(second)], details)
+
+    assert sorted(known_secrets(host, spec)) == ["now-s3cret", "rotated-0ld"]  # type: ignore[arg-type]
+
+
+def test_the_services_grain_says_the_image_and_running_replicas_per_service(
+    make_spec: Callable[..., ServiceSpec], actual: Callable[..., Any]
+) -> None:
+    one, two, three = desired_replicas(make_spec(replicas=3), None)
+    (new,) = desired_replicas(make_spec(replicas=1, tag="1.5"), None)
+    containers = [
+        actual(one),
+        actual(two),
+        actual(three, state="exited"),
+        actual(new, name="web-4", container_id="web-4-0123456789abcdef"),
+        foreign("api-1", state="exited"),
+    ]
+    assert services_grain(containers) == {
+        # A rollout under way: the image most replicas run, and all of them.
+        "web": {
+            "image": "registry.example.com/web:1.4",
+            "replicas": 3,
+            "images": ["registry.example.com/web:1.4", "registry.example.com/web:1.5"],
+        },
+        # None runs: the image its containers have.
+        "api": {"image": "registry.example.com/api:2.0", "replicas": 0},
+    }
+    assert services_grain([actual(one)]) == {
+        "web": {"image": "registry.example.com/web:1.4", "replicas": 1}
+    }

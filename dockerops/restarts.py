@@ -1,0 +1,61 @@
+"""Observed restart counts, kept between runs so a crash loop can be timed.
+
+Docker keeps only a container's running ``RestartCount``; to say "3 restarts
+within 5 minutes" dockerops notes the count each time it looks (status, the
+beacon) in one small JSON file per service under the state dir
+(``restarts/<service>.json``: container id -> ``[[unix time, count], ...]``),
+replaced atomically. Losing a sample (a concurrent writer, an unwritable
+state dir) only makes the count a lower bound; it never invents restarts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from .monitoring import Sample, record_sample
+from .records import StateDirError, replace_atomically, writing
+from .spec import check_service_name
+
+
+class RestartSamples:
+    """One service's samples, per container id."""
+
+    def __init__(self, base: str | Path, service: str) -> None:
+        # The name becomes a file name: never a path (``..``, ``/``) or empty.
+        self.path = Path(base) / "restarts" / f"{check_service_name(service)}.json"
+        self.service = service
+
+    def load(self) -> dict[str, list[Sample]]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        out: dict[str, list[Sample]] = {}
+        if not isinstance(data, dict):
+            return out
+        for container_id, samples in data.items():
+            try:
+                out[str(container_id)] = [(float(t), int(c)) for t, c in samples]
+            except (TypeError, ValueError):
+                continue  # a damaged entry: start that container afresh
+        return out
+
+    def observe(
+        self, counts: Mapping[str, int], now: float, window: float
+    ) -> dict[str, list[Sample]]:
+        """Add ``counts`` (container id -> RestartCount now) and return every
+        listed container's samples, this one included. Containers not listed
+        are forgotten. Saving is best effort (see the module's docstring)."""
+        known = self.load()
+        out = {cid: record_sample(known.get(cid, []), now, n, window) for cid, n in counts.items()}
+        if out != known:
+            content = json.dumps(out, separators=(",", ":"), sort_keys=True).encode()
+            try:
+                with writing(f"the restart samples of service {self.service}", self.path):
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    replace_atomically(self.path, content)
+            except StateDirError:
+                pass  # best effort: the next look records again
+        return out
