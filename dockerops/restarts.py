@@ -50,7 +50,9 @@ class RestartSamples:
         are forgotten. Saving is best effort (see the module's docstring)."""
         known = self.load()
         out = {cid: record_sample(known.get(cid, []), now, n, window) for cid, n in counts.items()}
-        if out != known:
+        if any(_worth_saving(known.get(cid, []), out[cid], window) for cid in out) or set(
+            out
+        ) != set(known):
             content = json.dumps(out, separators=(",", ":"), sort_keys=True).encode()
             try:
                 with writing(f"the restart samples of service {self.service}", self.path):
@@ -59,3 +61,15 @@ class RestartSamples:
             except StateDirError:
                 pass  # best effort: the next look records again
         return out
+
+
+def _worth_saving(before: list[Sample], after: list[Sample], window: float) -> bool:
+    """Whether ``after`` says more than the saved ``before``: a new count, a
+    sample gone out of the window, or the last sample's time refreshed after
+    a quarter window (a count that stays the same is not rewritten, and
+    fsynced, at every look)."""
+    if len(before) != len(after) or [c for _, c in before] != [c for _, c in after]:
+        return True
+    if before[:-1] != after[:-1]:
+        return True
+    return bool(after) and after[-1][0] - before[-1][0] >= window / 4

@@ -171,3 +171,45 @@ def test_grains_are_fast_name_the_host_and_never_fail_when_docker_is_down(
     assert time.perf_counter() - started < 1.0
     assert answer["docker"]["reachable"] is False
     assert answer["services"] == {}
+
+
+def test_the_beacon_fires_once_when_an_expected_port_stops_listening(
+    salt: Any,
+    minion_opts: dict[str, Any],
+    demo_images: dict[str, str],
+    service_name: str,
+    docker_client: Any,
+) -> None:
+    from salt.loader import beacons, minion_mods
+
+    from tests.functional.conftest import REPO
+
+    pillar = service_pillar(
+        service_name,
+        demo_images["repository"],
+        command="httpd -p 9000 -h /; sleep 600",
+        healthcheck=QUICK_CHECK,
+        expect_ports=[9000],
+    )
+    salt.set_pillar(pillar)
+    assert salt.modules.dockerops.apply(service_name)[service_name]["result"] is True
+
+    opts = dict(minion_opts, pillar=pillar, beacons_dirs=[str(REPO / "_beacons")])
+    beacon = beacons(opts, minion_mods(opts))["dockerops.beacon"]
+    config = [{"services": [service_name]}]
+
+    def look() -> list[str]:
+        return [f"{e['tag']}: {e['reason']}" for e in beacon(config)]
+
+    assert look() == []  # listening: nothing to say
+    (container,) = docker_client.containers.list(
+        ignore_removed=True, filters={"label": f"io.dockerops.service={service_name}"}
+    )
+    assert container.exec_run("killall httpd").exit_code == 0
+    deadline = time.monotonic() + 10
+    fired: list[str] = []
+    while not fired and time.monotonic() < deadline:
+        fired = look()
+        time.sleep(0.2)
+    assert fired == [f"{service_name}/port_missing: 9000/tcp no longer listening"]
+    assert look() == [] and look() == []  # once, not at every pass
