@@ -15,8 +15,8 @@
 {%-   endfor %}
 {#-   The forwarder inputs and logrotate rules filelogs.sls wrote; the log
       files themselves are kept. #}
-{%-   set file_logs = salt["dockerops.file_logs"]() if dockerops.services else {} %}
-{%-   for service, logs in (file_logs.services or {}) | dictsort %}
+{%-   set file_logs = salt["dockerops.file_logs"]() if dockerops.services else {"services": {}} %}
+{%-   for service, logs in file_logs["services"] | dictsort %}
 {%-     for kind in ["filebeat", "rsyslog", "logrotate"] %}
 
 {{ ("dockerops-filelogs-" ~ service ~ "-" ~ kind ~ "-file-absent") | json }}:
