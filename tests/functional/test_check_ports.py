@@ -135,9 +135,19 @@ def test_a_held_connection_shows_and_a_stopped_replica_is_not_read(
 
 
 def test_salt_calls_exit_code_says_whether_the_expected_ports_listen(
-    salt: Any, masterless: Masterless, noshell_image: str, service_name: str
+    salt: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_url: str,
+    noshell_image: str,
+    service_name: str,
 ) -> None:
     """What a monitoring check runs: ``salt-call dockerops.check_ports web``."""
+    # A minion of its own: the session's masterless minion is synced by
+    # test_salt_call, which checks what its first sync brings.
+    root = tmp_path_factory.mktemp("check-ports")
+    masterless = Masterless(
+        root, "int-ports", docker_url, **{"dockerops.state_dir": str(root / "state")}
+    )
     synced = masterless.run("saltutil.sync_all")
     assert synced.returncode == 0, synced.stderr
     run_service(salt, service_name, noshell_image, 1, [PORT])

@@ -5,6 +5,7 @@ service once and then only reports, and the grains target by service."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ def crashing(salt_cli, salt_minions, pillar_dir, demo_images):
     assert applied.returncode == 0, applied.stdout
     yield
     salt_cli.run("beacons.delete", "dockerops", minion_tgt=MINION)
+    salt_cli.run("beacons.save", minion_tgt=MINION)
     salt_cli.run("dockerops.remove", SERVICE, minion_tgt=MINION)
 
 
@@ -66,7 +68,7 @@ def reactions(salt_master) -> list[dict[str, Any]]:
 
 
 def test_the_beacon_fires_once_per_change_and_the_reactor_restarts_once(
-    crashing, salt_cli, salt_master, event_listener
+    crashing, salt_cli, salt_master, salt_minions, event_listener, docker_hosts
 ):
     after = time.time()
     # No interval: every beacon pass (Salt counts an interval in loop_interval
@@ -123,6 +125,26 @@ def test_the_beacon_fires_once_per_change_and_the_reactor_restarts_once(
     # A minion restart fires nothing again: the beacon remembers in its state dir.
     memory = salt_cli.run("file.file_exists", _memory_path(salt_cli), minion_tgt=MINION)
     assert memory.data is True
+    assert salt_cli.run("beacons.save", minion_tgt=MINION).returncode == 0
+    # Each beacon pass writes the metrics file once its directory exists: the
+    # proof that the beacon ran after the restart.
+    metrics = Path(docker_hosts[MINION].base) / "no" / "m.prom"
+    metrics.parent.mkdir()
+    try:
+        minion = salt_minions[MINION]
+        minion.terminate()
+        restarted = time.time()
+        minion.start(start_timeout=120)
+        deadline = time.monotonic() + 60
+        while not metrics.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert metrics.exists(), "the beacon did not run after the minion restart"
+        time.sleep(3)  # more passes
+        again = beacon_events(event_listener, salt_master.id, restarted)
+        assert again == [], [(e.tag, e.data.get("reason")) for e in again]
+        assert f'dockerops_replica_gave_up{{service="{SERVICE}"' in metrics.read_text()
+    finally:
+        shutil.rmtree(metrics.parent)
 
 
 def _memory_path(salt_cli) -> str:
@@ -155,14 +177,19 @@ def test_a_minion_starts_with_docker_down_and_says_so_in_its_grains(salt_master,
         },
     )
     cli = salt_master.salt_cli(timeout=120)
-    # First start: get dockerops' modules; the second start loads its grain.
-    with minion.started(start_timeout=120):
-        assert cli.run("saltutil.sync_all", minion_tgt="int-down").returncode == 0
-    started = time.monotonic()
-    with minion.started(start_timeout=120):
-        took = time.monotonic() - started
-        grain = cli.run("grains.get", "dockerops", minion_tgt="int-down").data
-        ping = cli.run("test.ping", minion_tgt="int-down")
+    try:
+        # First start: get dockerops' modules; the second start loads its grain.
+        with minion.started(start_timeout=120):
+            assert cli.run("saltutil.sync_all", minion_tgt="int-down").returncode == 0
+        started = time.monotonic()
+        with minion.started(start_timeout=120):
+            took = time.monotonic() - started
+            grain = cli.run("grains.get", "dockerops", minion_tgt="int-down").data
+            ping = cli.run("test.ping", minion_tgt="int-down")
+    finally:
+        # Its key would stay accepted: later tests target '*' and wait for it.
+        deleted = salt_master.salt_key_cli().run("-d", "int-down", "-y")
+        assert deleted.returncode == 0, deleted.stderr
     assert ping.returncode == 0 and ping.data is True
     assert grain["docker"]["reachable"] is False, grain
     assert grain["services"] == {}
