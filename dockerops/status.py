@@ -7,9 +7,9 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import NotFound, SpecError
+from .errors import SpecError
 from .filelogs import old_log_settings
-from .host import DockerHost
+from .host import DockerHost, inspect_all
 from .inputs import read_back
 from .ledger import Ledger
 from .monitoring import CrashLoopPolicy, replica_monitoring
@@ -42,15 +42,11 @@ def replica_status(
     proven: dict[str, set[str] | None] = {}
     last_stop: dict[str, dict[str, Any] | None] = {}
     listed = sorted(host.managed(service), key=lambda c: (c.service, c.index or 0))
-    gone: set[str] = set()
-    inspected: dict[str, dict[str, Any]] = {}
-    for container in listed:
-        try:
-            inspected[container.id] = host.inspect(container.id)
-        except NotFound:
-            # Removed between the list and the inspect (a rollout retiring
-            # it while status runs): it no longer runs, so it is not shown.
-            gone.add(container.id)
+    # One removed between the list and its inspect (a rollout retiring it
+    # while status runs) no longer runs, so it is not shown.
+    found = inspect_all(host, [c.id for c in listed])
+    inspected = {cid: details for cid, details in found.items() if details is not None}
+    gone = {cid for cid, details in found.items() if details is None}
     samples: dict[str, list[Any]] = {}
     for name in sorted({c.service for c in listed}):
         counts = {
