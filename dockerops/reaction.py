@@ -11,7 +11,6 @@ again, is only reported, so the reactor can never loop.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .records import replace_atomically, writing
+from .records import read_mapping, save_json, writing
 from .spec import parse_duration
 
 # Events that may restart a service (others are recorded only).
@@ -77,12 +76,7 @@ class ReactionLog:
             os.close(fd)
 
     def load(self) -> dict[str, list[dict[str, Any]]]:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(data, dict):
-            return {}
+        data = read_mapping(self.path)
         return {
             str(k): [e for e in v if isinstance(e, dict)]
             for k, v in data.items()
@@ -118,7 +112,5 @@ class ReactionLog:
                 "why": reaction.reason,
             }
             data[key] = [*past, entry][-KEEP:]
-            content = json.dumps(data, indent=1, sort_keys=True).encode()
-            with writing("the reactions record", self.path):
-                replace_atomically(self.path, content)
+            save_json("the reactions record", self.path, data, indent=1)
         return reaction

@@ -90,6 +90,26 @@ def replace_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def read_mapping(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; {} when it is missing, torn, not UTF-8 or
+    not an object (state files are rewritten whole, so {} starts afresh)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def save_json(what: str, path: Path, data: Any, indent: int | None = None) -> None:
+    """Replace ``path`` with ``data`` as JSON, atomically, making its directory;
+    StateDirError (naming ``what``) if it cannot be written."""
+    separators = None if indent else (",", ":")
+    content = json.dumps(data, indent=indent, separators=separators, sort_keys=True).encode()
+    with writing(what, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(path, content)
+
+
 class ServiceRecord:
     def __init__(self, base: str | Path, service: str) -> None:
         # The name becomes a file name: never a path (``..``, ``/``) or empty.
@@ -97,18 +117,11 @@ class ServiceRecord:
         self.service = service
 
     def load(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_mapping(self.path)
 
     def save(self, data: dict[str, Any]) -> None:
         """Replace the record atomically (mode 0600); StateDirError if it cannot be written."""
-        content = json.dumps(data, indent=1, sort_keys=True).encode()
-        with writing(f"the record of service {self.service}", self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            replace_atomically(self.path, content)
+        save_json(f"the record of service {self.service}", self.path, data, indent=1)
 
     def config_seen(self) -> dict[str, str]:
         seen = self.load().get("config_seen")

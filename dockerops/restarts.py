@@ -10,12 +10,12 @@ state dir) only makes the count a lower bound; it never invents restarts.
 
 from __future__ import annotations
 
-import json
+import contextlib
 from collections.abc import Mapping
 from pathlib import Path
 
 from .monitoring import Sample, record_sample
-from .records import StateDirError, replace_atomically, writing
+from .records import StateDirError, read_mapping, save_json
 from .spec import check_service_name
 
 
@@ -28,14 +28,8 @@ class RestartSamples:
         self.service = service
 
     def load(self) -> dict[str, list[Sample]]:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
         out: dict[str, list[Sample]] = {}
-        if not isinstance(data, dict):
-            return out
-        for container_id, samples in data.items():
+        for container_id, samples in read_mapping(self.path).items():
             try:
                 out[str(container_id)] = [(float(t), int(c)) for t, c in samples]
             except (TypeError, ValueError):
@@ -53,13 +47,9 @@ class RestartSamples:
         if any(_worth_saving(known.get(cid, []), out[cid], window) for cid in out) or set(
             out
         ) != set(known):
-            content = json.dumps(out, separators=(",", ":"), sort_keys=True).encode()
-            try:
-                with writing(f"the restart samples of service {self.service}", self.path):
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    replace_atomically(self.path, content)
-            except StateDirError:
-                pass  # best effort: the next look records again
+            # Best effort: the next look records again.
+            with contextlib.suppress(StateDirError):
+                save_json(f"the restart samples of service {self.service}", self.path, out)
         return out
 
 

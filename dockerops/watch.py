@@ -20,12 +20,11 @@ Events, tagged ``<service>/<what>`` (Salt prefixes
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .records import replace_atomically, writing
+from .records import read_mapping, save_json
 
 KINDS = ("unhealthy", "recovered", "crash_loop", "gave_up", "oom_killed", "port_missing")
 
@@ -118,17 +117,9 @@ class BeaconMemory:
         self.path = Path(base) / "beacon" / "dockerops.json"
 
     def load(self) -> dict[str, dict[str, Any]]:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(data, dict):
-            return {}
+        data = read_mapping(self.path)
         return {str(k): dict(v) for k, v in data.items() if isinstance(v, dict)}
 
     def save(self, seen: Mapping[str, Mapping[str, Any]]) -> None:
         """StateDirError when it cannot be written (the beacon logs it)."""
-        content = json.dumps(seen, separators=(",", ":"), sort_keys=True).encode()
-        with writing("the beacon's memory", self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            replace_atomically(self.path, content)
+        save_json("the beacon's memory", self.path, seen)

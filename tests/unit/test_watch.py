@@ -178,3 +178,27 @@ def test_an_unwritable_memory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StateDirError, match="could not write the beacon's memory"):
         BeaconMemory(tmp_path).save({"web/1": {"container": "x"}})
     assert os.path.isfile(tmp_path / "beacon")
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b"", b"[1, 2]", b"1e999999"])
+def test_a_memory_file_that_is_not_utf8_empty_or_not_an_object_is_nothing_seen(
+    tmp_path: Path, content: bytes
+) -> None:
+    memory = BeaconMemory(tmp_path)
+    memory.path.parent.mkdir(parents=True)
+    memory.path.write_bytes(content)
+    assert memory.load() == {}
+    # And the next save replaces it whole.
+    memory.save({"web/1": {"container": "c"}})
+    assert BeaconMemory(tmp_path).load() == {"web/1": {"container": "c"}}
+
+
+def test_a_symlink_planted_at_the_memory_file_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.write_text("keep")
+    memory = BeaconMemory(tmp_path)
+    memory.path.parent.mkdir(parents=True)
+    memory.path.symlink_to(target)
+    memory.save({"web/1": {"container": "c"}})
+    assert target.read_text() == "keep"
+    assert not memory.path.is_symlink()
