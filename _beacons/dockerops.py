@@ -123,14 +123,14 @@ def beacon(config):
         except _spec.SpecError as err:
             log.warning("dockerops beacon: %s; using the default crash-loop policy", err)
             policy = None
-        rows = _status.replica_status(host, None, state_dir, policy)
-        if only:
-            rows = {name: found for name, found in rows.items() if name in only}
+        every = _status.replica_status(host, None, state_dir, policy)
+        rows = {name: found for name, found in every.items() if not only or name in only}
         listening = _expected_ports(host, sorted(rows))
         path = _metrics.metrics_file(__opts__)
         if path:
             try:
-                _metrics.write_metrics(host, path, state_dir, _pillar())
+                # The rows just read: no second inspect of every container.
+                _metrics.write_metrics(host, path, state_dir, _pillar(), rows=every)
             except Exception as err:  # pylint: disable=broad-except
                 log.warning("dockerops beacon: metrics not written: %s", err)
     except Exception as err:  # pylint: disable=broad-except

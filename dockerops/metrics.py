@@ -342,9 +342,14 @@ def collect(
     state_dir: str,
     desired: Mapping[str, int | None],
     crash_loop: CrashLoopPolicy | None = None,
+    rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> list[ServiceState]:
-    """Every service pillar declares (``desired``) or that has containers here."""
-    rows = replica_status(host, None, state_dir, crash_loop)
+    """Every service pillar declares (``desired``) or that has containers here.
+
+    ``rows``: ``dockerops.status`` rows the caller already has (the beacon),
+    so the containers are not inspected twice."""
+    if rows is None:
+        rows = replica_status(host, None, state_dir, crash_loop)
     return [
         ServiceState(
             name=name,
@@ -404,6 +409,7 @@ def write_metrics(
     pillar: Mapping[str, Any],
     known: Mapping[str, int] | None = None,
     allow_privileged: bool = False,
+    rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> bool:
     """Collect, render and write the metrics to ``path`` (False: its directory is missing).
 
@@ -413,5 +419,5 @@ def write_metrics(
     if not os.path.isdir(os.path.dirname(path) or "/"):
         return False  # checked first: no container is inspected for nothing
     desired = desired_counts(pillar, known, allow_privileged)
-    services = collect(host, state_dir, desired, pillar_crash_loop(pillar))
+    services = collect(host, state_dir, desired, pillar_crash_loop(pillar), rows)
     return write_textfile(path, render(services))

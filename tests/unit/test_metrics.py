@@ -418,3 +418,22 @@ def _annotations(alert: str) -> dict[str, str]:
             "description": "`dockerops.history web` shows its error and what was put back.",
         },
     }[alert]
+
+
+class NoDocker:
+    """A host that must not be asked: the rows were read already."""
+
+    def managed(self, service: str | None = None) -> Any:
+        raise AssertionError("listed the containers again")
+
+    def inspect(self, container_id: str) -> Any:
+        raise AssertionError("inspected a container again")
+
+
+def test_metrics_from_rows_already_read_ask_docker_nothing(tmp_path: Path) -> None:
+    rows = {"web": [{"slot": 1, "container": "web-1", "state": "running", "health": "healthy"}]}
+    services = metrics.collect(NoDocker(), str(tmp_path), {"web": 2}, None, rows)  # type: ignore[arg-type]
+    assert [(s.name, s.desired, len(s.replicas)) for s in services] == [("web", 2, 1)]
+    path = tmp_path / "dockerops.prom"
+    assert metrics.write_metrics(NoDocker(), str(path), str(tmp_path), {}, {"web": 2}, rows=rows)  # type: ignore[arg-type]
+    assert 'dockerops_service_replicas_healthy{service="web"} 1' in path.read_text()
