@@ -1,8 +1,9 @@
 """
 Grains about this minion's Docker host: ``dockerops:docker`` (daemon version,
 reachable, storage driver, cgroup version) and ``dockerops:services`` (per
-service with containers here: the image:tag it runs and how many replicas
-run), so that ``salt -G 'dockerops:services:web:*' ...`` targets the minions
+service with containers here: the image:tag it runs, how many replicas run,
+and, once one succeeded, ``last_backup``: when its last successful backup
+started, Unix time), so that ``salt -G 'dockerops:services:web:*' ...`` targets the minions
 running ``web``. Docker down never fails the minion: ``reachable: False``.
 """
 
@@ -15,6 +16,8 @@ try:
     if HAS_LIB:
         from dockerops import client as _client
         from dockerops import host as _host
+        from dockerops import records as _records
+        from dockerops import schedules as _schedules
         from dockerops import status as _status
 except ImportError:
     HAS_LIB = False
@@ -55,6 +58,11 @@ def dockerops():
         )
         grain["docker"]["reachable"] = True
         grain["services"] = _status.services_grain(host.managed())
+        state_dir = _records.state_dir(opts)
+        for service, entry in grain["services"].items():
+            last_backup = _schedules.last_backup_time(state_dir, service)
+            if last_backup is not None:
+                entry["last_backup"] = last_backup
     except Exception as err:  # pylint: disable=broad-except
         # A grain must not break the minion: report, don't raise.
         log.warning("dockerops grains: %s", err)

@@ -20,6 +20,7 @@ try:
     # Guard against this very file being found as "dockerops" on sys.path.
     HAS_LIB = hasattr(_lib, "__path__")
     if HAS_LIB:
+        from dockerops import backup as _backup
         from dockerops import client as _client
         from dockerops import converge as _converge
         from dockerops import errors as _errors
@@ -33,6 +34,7 @@ try:
         from dockerops import plan as _plan
         from dockerops import records as _records
         from dockerops import render as _render
+        from dockerops import schedules as _schedules
         from dockerops import spec as _spec
         from dockerops import status as _status
     IMPORT_ERROR = "" if HAS_LIB else "the dockerops library is not installed"
@@ -197,6 +199,32 @@ def file_logs():
     return _filelogs.formula_file_logs(__pillar__, _privileged())
 
 
+def backup_schedules():
+    """
+    What the formula (``dockerops.backups``) does to this minion's Salt
+    scheduler for backups, in one call: ``schedules``, per pillar service
+    with ``backup: {schedule: ...}``, the keys of its entry
+    ``dockerops-backup-<service>`` (which runs ``dockerops.backup <service>``);
+    ``stale``, the minion's ``dockerops-backup-*`` entries whose service no
+    longer has a schedule (removed);
+    ``invalid``, per service asking for a schedule that fails validation (or
+    without ``dockerops:backup`` repository and password), its problems (its
+    entry is left as it is); ``problems``, an invalid top of pillar (nothing
+    is added or removed).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.backup_schedules
+    """
+    # The minion's schedule as this job got it (the running scheduler's; under
+    # salt-call, the saved one): no round trip to the scheduler, no file read.
+    entries = __opts__.get("schedule")
+    scheduled = list(entries) if isinstance(entries, dict) else []
+    return _schedules.backup_schedules(__pillar__, scheduled, _privileged())
+
+
 @_closes_clients
 def status(name=None):
     """
@@ -219,6 +247,10 @@ def status(name=None):
     Each replica also shows its service's ``last_stop``: the last replica
     dockerops stopped, how long that took, and whether it had to be killed
     after its grace period (with a hint: set ``init: true`` or ``stop_signal``).
+
+    And its service's ``last_backup`` (``{time, age, snapshot}``: the last
+    successful ``dockerops.backup``, ``age`` in seconds) and
+    ``last_backup_failure`` (``{time, age, error}``); None when there was none.
 
     name
         Only this service. Default (``None``): every dockerops container on this
@@ -608,3 +640,198 @@ def remove(name, test=None):
         _docker(), name, test=_test(test), state_dir=_records.state_dir(__opts__)
     )
     return _shape(result, whole_return=True)
+
+
+def _backup_send():
+    """Salt's ``event.send`` when the event bus listens (None: log only)."""
+    return __salt__["event.send"] if _events.event_bus_listens(__opts__) else None
+
+
+def _restic():
+    """The restic repository of pillar ``dockerops:backup``."""
+    settings = _spec.load_root(__pillar__).backup
+    cache = f"{_records.state_dir(__opts__)}/restic-cache"
+    return _backup.repository(settings, cache_dir=cache)
+
+
+def _backup_return(outcome, whole_return=True):
+    if outcome.result is False:
+        __context__["retcode"] = 1
+    out = {"result": outcome.result, "comment": outcome.comment, "changes": outcome.changes}
+    out.update(outcome.data)
+    if whole_return and outcome.result is None:
+        out.update(result=True, test=True)
+    return out
+
+
+@_closes_clients
+def backup(name, test=None, **kwargs):
+    """
+    Back up a service's data mounts (pillar ``services:<name>:backup``) into
+    the restic repository of pillar ``dockerops:backup``, then apply its
+    ``keep`` policy to its snapshots from this minion.
+
+    Consistency as ``backup:consistency`` says: ``stop`` stops the replicas
+    that write to the data (all at once: they share it), ``pause`` pauses them,
+    ``exec`` runs ``backup:exec`` in one replica first, ``none`` neither.
+    Stopped or paused replicas are always started again, also when the
+    snapshot fails, and the call waits until they are healthy (it fails,
+    saying so, when one is not). The snapshot is tagged with the service,
+    environment, minion, image and config version. Fires
+    ``dockerops/backup/<name>/success`` or ``.../failure``.
+
+    A second backup or restore of the service while one runs fails at once.
+
+    name
+        The service.
+
+    test
+        Say what would be backed up and how; checks that the repository
+        opens, touches nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.backup web
+        salt '*' dockerops.backup web test=True
+    """
+    jid = _jid(kwargs)
+    spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
+    settings = _spec.load_root(__pillar__).backup
+    outcome = _backup.backup_service(
+        _docker(),
+        spec,
+        settings,
+        _records.state_dir(__opts__),
+        __opts__["id"],
+        test=_test(test),
+        send=_backup_send(),
+        jid=jid,
+        restic=_restic(),
+        log=lambda text: log.info("dockerops backup %s: %s", name, text),
+    )
+    return _backup_return(outcome)
+
+
+def backups(name, all_minions=False):
+    """
+    List a service's snapshots, newest first: id, time, host, paths, tags
+    (service, environment, minion, image, config) and the bytes each added.
+
+    name
+        The service.
+
+    all_minions
+        Also the snapshots other minions took of the service (default: this
+        minion's only).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.backups web
+    """
+    _spec.check_service_name(name)
+    host = None if all_minions else __opts__["id"]
+    return _backup.list_backups(name, _restic(), _records.state_dir(__opts__), host)
+
+
+def verify_backup(name, id=None):  # pylint: disable=redefined-builtin
+    """
+    Verify a snapshot of a service: ``restic check`` of the repository, then a
+    test restore into a private temporary directory in which restic compares
+    every file with the snapshot's content hashes, and the restored tree is
+    compared with the snapshot's listing. A damaged snapshot fails here (and
+    ``dockerops.restore`` refuses it).
+
+    name
+        The service.
+
+    id
+        The snapshot (an id or a prefix of at least 4 digits); default: this
+        minion's latest.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.verify_backup web
+        salt '*' dockerops.verify_backup web 1a2b3c4d
+    """
+    spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
+    outcome = _backup.verify_backup(
+        spec, _restic(), _records.state_dir(__opts__), __opts__["id"], id
+    )
+    return _backup_return(outcome)
+
+
+@_closes_clients
+def restore(name, id="latest", test=None, undo=False, **kwargs):  # pylint: disable=redefined-builtin
+    """
+    Restore a service's data from a snapshot and start it again, healthy.
+
+    The snapshot is first restored beside each data directory and verified
+    while the service keeps running (a damaged snapshot is refused there,
+    nothing touched). Then the replicas are stopped, each current data
+    directory is renamed to ``<dir>.before-restore-<time>`` (kept, never
+    deleted), the restored one takes its place, and the replicas are started
+    and waited on. If they do not come up healthy, the previous data is put
+    back and the service started on it.
+
+    name
+        The service.
+
+    id
+        The snapshot (an id or a prefix of at least 4 digits); default
+        ``latest``: this minion's newest.
+
+    test
+        Say which directories would be replaced and how much differs.
+
+    undo
+        After a restore that was interrupted (the next call says so): put the
+        previous data back and start the replicas it stopped.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.restore web
+        salt '*' dockerops.restore web id=1a2b3c4d test=True
+        salt '*' dockerops.restore web undo=True
+    """
+    jid = _jid(kwargs)
+    spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
+    state_dir = _records.state_dir(__opts__)
+    say = lambda text: log.info("dockerops restore %s: %s", name, text)  # noqa: E731
+    if undo:
+        return _backup_return(_backup.undo_restore(_docker(), spec, state_dir, jid, say))
+    outcome = _backup.restore_service(
+        _docker(), spec, _restic(), state_dir, __opts__["id"], id, _test(test), jid, say
+    )
+    return _backup_return(outcome)
+
+
+def prune_backups(name, test=None):
+    """
+    Apply a service's ``backup:keep`` policy to its snapshots from this
+    minion (``restic forget --prune``, scoped by the service's tag and this
+    minion: other services' and other hosts' snapshots are never touched).
+    Every ``dockerops.backup`` does this after its snapshot.
+
+    name
+        The service.
+
+    test
+        Say which snapshots would be forgotten.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.prune_backups web test=True
+    """
+    spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
+    outcome = _backup.prune_backups(spec, _restic(), __opts__["id"], test=_test(test))
+    return _backup_return(outcome)

@@ -33,6 +33,7 @@ from .events import Progress, Wakeup, quiet
 from .health import Clock, min_healthy_time
 from .history import History
 from .host import DockerHost, remove_all
+from .inputs import service_volumes
 from .ledger import Ledger
 from .lock import LockHeld, RolloutLock
 from .masking import redact
@@ -256,6 +257,9 @@ def converge(
         actions = outcome.actions = plan(host, spec, version, state_dir)
         from_images = _from_images(actions)
         _pull(host, spec, actions)
+        made = _ensure_volumes(host, spec, actions)
+        if made:
+            outcome.extra_changes["volumes"] = {"created": made}
         settle = min_healthy_time(host, spec) if actions else 0.0
         rollout = Rollout(host, spec, settle, ledger, notify, clock or Clock())
         notify("start", {"to": spec.image_ref, "actions": [f"{a.kind} {a.name}" for a in actions]})
@@ -482,6 +486,16 @@ def _fold(outcome: ServiceResult, report: RolloutReport | ReloadReport) -> None:
 def _from_images(actions: list[Action]) -> list[str]:
     """The images the replicas to replace run now (for the history's ``from``)."""
     return sorted({a.actual.image for a in actions if a.kind == "recreate" and a.actual})
+
+
+def _ensure_volumes(host: DockerHost, spec: ServiceSpec, actions: list[Action]) -> list[str]:
+    """Make the service's missing volumes before any replica is touched (their
+    names): a volume that differs from pillar fails the run here, not halfway
+    through a rollout."""
+    if not any(a.kind in ("create", "recreate") for a in actions):
+        return []
+    doing = f"service {spec.name}"
+    return [v.name for v in service_volumes(spec) if host.ensure_volume(v, doing)]
 
 
 def _pull(host: DockerHost, spec: ServiceSpec, actions: list[Action]) -> None:

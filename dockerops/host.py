@@ -21,6 +21,7 @@ from . import safepath
 from .client import docker_client, translate_errors
 from .errors import DockerError, NotFound
 from .health import POLL, Clock, HealthReport, HealthWatch
+from .inputs import NamedVolume
 from .replicas import (
     LABEL_MANAGED,
     LABEL_SERVICE,
@@ -95,7 +96,11 @@ class DockerHost:
         self.ensure_image(replica.image, doing)
         call = replica.create_call()
         for mount in call.mounts:
-            _check_bind(mount.trusted_root, mount.host, mount.read_only, f"creating {doing}")
+            if mount.volume is not None:
+                # Docker would make a missing one itself, without its driver_opts.
+                self.ensure_volume(mount.volume, doing)
+            else:
+                _check_bind(mount.trusted_root, mount.host, mount.read_only, f"creating {doing}")
         joins = [(n.name, list(n.aliases)) for n in call.networks]
         for network, _aliases in joins:
             self.ensure_network(network, doing)
@@ -167,6 +172,46 @@ class DockerHost:
             if not any(n.get("Name") == name for n in found):
                 raise
 
+    def ensure_volume(self, volume: NamedVolume, doing: str) -> bool:
+        """Make the volume unless it exists; True when it was made.
+
+        One that exists must have the driver and options pillar gives it: it
+        is an error otherwise, and the volume is left as it is (it holds data:
+        dockerops never removes or re-creates a volume). A local bind volume's
+        directory is made and checked like a bind's host path.
+        """
+        if volume.device is not None:
+            assert volume.device_root is not None
+            _check_bind(volume.device_root, volume.device, False, f"{doing}: volume {volume.name}")
+        wanted = dict(volume.options)
+        try:
+            with translate_errors(f"{doing}: inspecting volume {volume.name}"):
+                found: dict[str, Any] = self.api.inspect_volume(volume.name)
+        except NotFound:
+            try:
+                with translate_errors(f"{doing}: creating volume {volume.name}"):
+                    self.api.create_volume(
+                        volume.name,
+                        driver=volume.driver,
+                        driver_opts=wanted or None,
+                        labels={LABEL_MANAGED: "true"},
+                    )
+                return True
+            except DockerError:
+                # Made meanwhile by a concurrent run: compared below.
+                with translate_errors(f"{doing}: inspecting volume {volume.name}"):
+                    found = self.api.inspect_volume(volume.name)
+        has = (str(found.get("Driver") or ""), dict(found.get("Options") or {}))
+        if has != (volume.driver, wanted):
+            raise DockerError(
+                f"{doing}: volume {volume.name} exists with driver {has[0]} and options "
+                f"{show_volume_options(has[1])}, but pillar says driver {volume.driver} and "
+                f"options {show_volume_options(wanted)}; dockerops never removes or re-creates "
+                "a volume (it holds data): move the data and remove the volume yourself, or "
+                "name another volume"
+            )
+        return False
+
     def recreate_from(
         self, details: dict[str, Any], trusted_root: Callable[[str], str] | None = None
     ) -> str:
@@ -185,6 +230,8 @@ class DockerHost:
         if trusted_root is not None:
             for bind in host_config.get("Binds") or []:
                 source, _, rest = str(bind).partition(":")
+                if not source.startswith("/"):
+                    continue  # a named volume: not a host path (and never removed)
                 try:
                     root = trusted_root(source)
                 except ValueError as err:
@@ -444,6 +491,19 @@ def _joined_networks(details: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return [
         (n, [a for a in (networks[n] or {}).get("Aliases") or [] if a != short_id]) for n in order
     ]
+
+
+def show_volume_options(options: dict[str, str]) -> str:
+    """A volume's options for a message: a credential in ``o`` (cifs) is hidden."""
+    shown = {}
+    for key, value in sorted(options.items()):
+        parts = []
+        for part in value.split(","):
+            name, equals, _secret = part.partition("=")
+            hidden = equals and any(word in name.lower() for word in ("pass", "cred", "secret"))
+            parts.append(f"{name}=***" if hidden else part)
+        shown[key] = ",".join(parts)
+    return str(shown or "{}")
 
 
 def _check_bind(trusted_root: str, host_path: str, read_only: bool, doing: str) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from docker.types import LogConfig, Ulimit
 
-from .spec import ServiceSpec
+from .spec import DataMount, ServiceSpec
 
 # Labels every dockerops container carries (see dockerops.replicas).
 LABEL_ENVIRONMENT = "io.dockerops.environment"
@@ -48,13 +48,33 @@ class PublishedPort:
 
 
 @dataclass(frozen=True)
+class NamedVolume:
+    """A Docker volume a replica mounts by name, as it is made when missing
+    (:meth:`dockerops.host.DockerHost.ensure_volume`)."""
+
+    name: str
+    driver: str
+    options: tuple[tuple[str, str], ...]
+    # A local bind volume's host directory, and the allow-list root it lies
+    # under: made and checked like a bind's host path.
+    device: str | None = None
+    device_root: str | None = None
+
+
+@dataclass(frozen=True)
 class Mount:
-    host: str
+    host: str  # "" for a volume
     container: str
     read_only: bool
     # The allow-list root ``host`` lies under: below it, no component of
     # ``host`` may be a symlink (dockerd would follow it). Not a container input.
     trusted_root: str = field(default="/", compare=False)
+    volume: NamedVolume | None = None
+
+    @property
+    def source(self) -> str:
+        """What Docker's bind syntax names: the host path or the volume."""
+        return self.volume.name if self.volume is not None else self.host
 
 
 @dataclass(frozen=True)
@@ -171,8 +191,36 @@ def _apply_restart(value: str, call: CreateCall) -> None:
 # --- inputs hashed only when set ---------------------------------------------------------------
 
 
+def named_volume(spec: ServiceSpec, mount: DataMount) -> NamedVolume:
+    """The volume a ``data`` entry with ``volume`` names, as it is made."""
+    assert mount.volume is not None
+    device = mount.bind_device
+    return NamedVolume(
+        mount.volume,
+        mount.volume_driver,
+        tuple(sorted(mount.driver_opts.items())),
+        device,
+        spec.trusted_root(device) if device is not None else None,
+    )
+
+
+def _data_mount(spec: ServiceSpec, mount: DataMount) -> Mount:
+    if mount.host is not None:
+        return Mount(mount.host, mount.container, mount.read_only, spec.trusted_root(mount.host))
+    return Mount("", mount.container, mount.read_only, volume=named_volume(spec, mount))
+
+
+def service_volumes(spec: ServiceSpec) -> list[NamedVolume]:
+    """The volumes ``spec`` mounts, each once, in pillar order."""
+    out: dict[str, NamedVolume] = {}
+    for mount in spec.data:
+        if mount.volume is not None:
+            out.setdefault(mount.volume, named_volume(spec, mount))
+    return list(out.values())
+
+
 def _mounts(spec: ServiceSpec, version: str | None) -> tuple[Mount, ...]:
-    mounts = [Mount(d.host, d.container, d.read_only, spec.trusted_root(d.host)) for d in spec.data]
+    mounts = [_data_mount(spec, d) for d in spec.data]
     if spec.config is not None:
         root = spec.config_root
         assert root is not None
@@ -190,8 +238,19 @@ def _mounts(spec: ServiceSpec, version: str | None) -> tuple[Mount, ...]:
 def _hashed_mounts(spec: ServiceSpec, mounts: tuple[Mount, ...]) -> Any:
     # The config mount is the "config" input's.
     config_path = spec.config.path if spec.config is not None else None
+    # A host path's entry is what it always was (its containers keep their hash).
     data = [
         {"host": m.host, "container": m.container, "read_only": m.read_only}
+        if m.volume is None
+        # Driver and options too: a change is planned as a recreate, whose
+        # ensure_volume then says the volume differs (rather than nothing said).
+        else {
+            "volume": m.volume.name,
+            "driver": m.volume.driver,
+            "driver_opts": dict(m.volume.options),
+            "container": m.container,
+            "read_only": m.read_only,
+        }
         for m in mounts
         if m.container != config_path
     ]
@@ -200,7 +259,7 @@ def _hashed_mounts(spec: ServiceSpec, mounts: tuple[Mount, ...]) -> Any:
 
 def _apply_mounts(mounts: tuple[Mount, ...], call: CreateCall) -> None:
     call.mounts.extend(mounts)
-    binds = [f"{m.host}:{m.container}:{'ro' if m.read_only else 'rw'}" for m in mounts]
+    binds = [f"{m.source}:{m.container}:{'ro' if m.read_only else 'rw'}" for m in mounts]
     call.host["binds"] = binds or None
 
 

@@ -55,21 +55,47 @@ class PortRange:
 
 
 @dataclass(frozen=True)
+class VolumeUse:
+    """A named Docker volume one data mount of a service uses."""
+
+    service: str
+    where: str
+    name: str
+    # (driver, sorted options); None when read from pillar that fails validation.
+    made_with: tuple[str, tuple[tuple[str, str], ...]] | None
+    writable: bool
+
+
+@dataclass(frozen=True)
 class Footprint:
-    """What one service takes on the host: directories and port ranges."""
+    """What one service takes on the host: directories, port ranges and volumes."""
 
     service: str
     paths: tuple[HostPath, ...]
     ports: tuple[PortRange, ...]
+    volumes: tuple[VolumeUse, ...] = ()
 
 
 def footprint(spec: ServiceSpec) -> Footprint:
     """The host paths and port ranges of a validated spec."""
     base = f"{PILLAR_KEY}:services:{spec.name}"
-    paths = [
-        HostPath(spec.name, f"{base}:data:{i}:host", mount.host, "data mount", not mount.read_only)
-        for i, mount in enumerate(spec.data)
-    ]
+    paths, volumes = [], []
+    for i, mount in enumerate(spec.data):
+        writable = not mount.read_only
+        if mount.host is not None:
+            paths.append(
+                HostPath(spec.name, f"{base}:data:{i}:host", mount.host, "data mount", writable)
+            )
+            continue
+        assert mount.volume is not None
+        made_with = (mount.volume_driver, tuple(sorted(mount.driver_opts.items())))
+        volumes.append(
+            VolumeUse(spec.name, f"{base}:data:{i}:volume", mount.volume, made_with, writable)
+        )
+        if mount.bind_device is not None:
+            # Its containers write in the bound directory as in a host path's.
+            where = f"{base}:data:{i}:driver_opts:device"
+            paths.append(HostPath(spec.name, where, mount.bind_device, "data mount", writable))
     if spec.config_root is not None:
         paths.append(
             HostPath(spec.name, f"{base}:config:root", spec.config_root, "config root", False)
@@ -90,7 +116,7 @@ def footprint(spec: ServiceSpec) -> Footprint:
         for i, port in enumerate(spec.ports)
         if port.host is not None
     )
-    return Footprint(spec.name, tuple(paths), ports)
+    return Footprint(spec.name, tuple(paths), ports, tuple(volumes))
 
 
 def raw_footprint(name: str, declared: Mapping[str, Any], default_config_root: str) -> Footprint:
@@ -100,9 +126,13 @@ def raw_footprint(name: str, declared: Mapping[str, Any], default_config_root: s
     a data mount is writable unless it says ``read_only: true``.
     """
     base = f"{PILLAR_KEY}:services:{name}"
-    paths = []
+    paths, volumes = [], []
     data = declared.get("data")
     for i, mount in enumerate(data if isinstance(data, list) else []):
+        volume = mount.get("volume") if isinstance(mount, Mapping) else None
+        if isinstance(volume, str):
+            writable = mount.get("read_only") is not True
+            volumes.append(VolumeUse(name, f"{base}:data:{i}:volume", volume, None, writable))
         host = mount.get("host") if isinstance(mount, Mapping) else None
         if isinstance(host, str) and host.startswith("/") and "\0" not in host:
             writable = mount.get("read_only") is not True
@@ -116,7 +146,7 @@ def raw_footprint(name: str, declared: Mapping[str, Any], default_config_root: s
             root = default_config_root.format(service=name)
         if isinstance(root, str) and root.startswith("/") and "\0" not in root:
             paths.append(HostPath(name, f"{base}:config:root", _normal(root), "config root", False))
-    return Footprint(name, tuple(paths), ())
+    return Footprint(name, tuple(paths), (), tuple(volumes))
 
 
 def _normal(path: str) -> str:
@@ -153,6 +183,11 @@ def problems_by_service(
         if only in (None, port.service):
             found = out[port.service]
             found.extend(_port_problem(port, other) for other in ports if other is not port)
+    volumes = [v for f in prints for v in f.volumes]
+    for volume in volumes:
+        if only in (None, volume.service):
+            found = out[volume.service]
+            found.extend(_volume_problem(volume, other) for other in volumes if other is not volume)
     return {service: [p for p in found if p] for service, found in out.items()}
 
 
@@ -213,6 +248,26 @@ def _path_problem(mine: HostPath, other: HostPath) -> str:
     if mine.path == other.path:
         text = f"{mine.where}: {mine.path} is also the {other.describe()}"
     return f"{text}; {reason}" if reason else text
+
+
+def _volume_problem(mine: VolumeUse, other: VolumeUse) -> str:
+    """Why ``mine`` may not use the volume it names beside ``other`` ('' when it may)."""
+    if mine.name != other.name:
+        return ""
+    if mine.made_with and other.made_with and mine.made_with != other.made_with:
+        return (
+            f"{mine.where}: volume {mine.name} is made with another driver or driver_opts "
+            f"by {other.where}; a volume is made once, so both must say the same"
+        )
+    if mine.service != other.service and mine.writable and other.writable:
+        # A backup's consistency stop, and a restore, act on one service: the
+        # other would keep writing in the data being copied or swapped.
+        return (
+            f"{mine.where}: volume {mine.name} is also mounted writable by service "
+            f"{other.service} ({other.where}); one service may write in a volume (mount it "
+            "read_only in the others)"
+        )
+    return ""
 
 
 def _overlap(a: str, b: str) -> bool:

@@ -28,7 +28,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from .history import History
 from .host import DockerHost
 from .monitoring import CrashLoopPolicy
 from .safepath import Dir, UnsafePath
+from .schedules import declared_backups, read_outcomes
 from .spec import load_service, service_names
 from .status import crash_loop_policy, replica_status
 
@@ -100,6 +101,12 @@ class ServiceState:
     desired: int | None = None
     replicas: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     last_rollout: LastRollout | None = None
+    # Pillar declares a backup for it (valid or not): "configured but never
+    # succeeded" can then be alerted on.
+    backup_configured: bool = False
+    # When its last successful / failed backup started (Unix time).
+    last_backup_success: float | None = None
+    last_backup_failure: float | None = None
 
 
 def _running(row: Mapping[str, Any]) -> bool:
@@ -228,6 +235,24 @@ FAMILIES: tuple[Family, ...] = (
         "The config version the service's replicas run (always 1).",
         _config_versions,
     ),
+    Family(
+        "dockerops_backup_configured",
+        "gauge",
+        "1 when pillar declares a backup for the service.",
+        _per_service(lambda s: True if s.backup_configured else None),
+    ),
+    Family(
+        "dockerops_backup_last_success_timestamp_seconds",
+        "gauge",
+        "When the service's last successful backup started (Unix time).",
+        _per_service(lambda s: s.last_backup_success),
+    ),
+    Family(
+        "dockerops_backup_last_failure_timestamp_seconds",
+        "gauge",
+        "When the service's last failed backup started (Unix time).",
+        _per_service(lambda s: s.last_backup_failure),
+    ),
 )
 
 
@@ -343,22 +368,54 @@ def collect(
     desired: Mapping[str, int | None],
     crash_loop: CrashLoopPolicy | None = None,
     rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    backed_up: Collection[str] = (),
 ) -> list[ServiceState]:
     """Every service pillar declares (``desired``) or that has containers here.
 
     ``rows``: ``dockerops.status`` rows the caller already has (the beacon),
-    so the containers are not inspected twice."""
+    so the containers are not inspected twice. ``backed_up``: the services
+    pillar declares a backup for."""
     if rows is None:
         rows = replica_status(host, None, state_dir, crash_loop)
-    return [
-        ServiceState(
-            name=name,
-            desired=desired.get(name),
-            replicas=tuple(rows.get(name, ())),
-            last_rollout=_history_last(state_dir, name),
+    out = []
+    for name in sorted(set(desired) | set(rows)):
+        success, failure = _backup_times(state_dir, name, rows.get(name, ()), name in backed_up)
+        out.append(
+            ServiceState(
+                name=name,
+                desired=desired.get(name),
+                replicas=tuple(rows.get(name, ())),
+                last_rollout=_history_last(state_dir, name),
+                backup_configured=name in backed_up,
+                last_backup_success=success,
+                last_backup_failure=failure,
+            )
         )
-        for name in sorted(set(desired) | set(rows))
-    ]
+    return out
+
+
+def _backup_times(
+    state_dir: str, service: str, rows: Sequence[Mapping[str, Any]], configured: bool
+) -> tuple[float | None, float | None]:
+    """When the service's last backup succeeded and failed: from its status
+    rows, which carry its record already, else read from the record (for a
+    service with a backup in pillar only: the others have nothing to show)."""
+    if rows and "last_backup" in rows[0]:
+        shown = (rows[0].get("last_backup"), rows[0].get("last_backup_failure"))
+        return _time_of(shown[0]), _time_of(shown[1])
+    if not configured:
+        return None, None
+    try:
+        outcomes = read_outcomes(state_dir, service)
+    except SpecError:  # no service name: no record
+        return None, None
+    return _time_of(outcomes.last_success), _time_of(outcomes.last_failure)
+
+
+def _time_of(entry: Any) -> float | None:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("time"), (int, float)):
+        return None
+    return float(entry["time"])
 
 
 def write_textfile(path: str, text: str) -> bool:
@@ -419,5 +476,6 @@ def write_metrics(
     if not os.path.isdir(os.path.dirname(path) or "/"):
         return False  # checked first: no container is inspected for nothing
     desired = desired_counts(pillar, known, allow_privileged)
-    services = collect(host, state_dir, desired, pillar_crash_loop(pillar), rows)
+    backed_up = set(declared_backups(pillar))
+    services = collect(host, state_dir, desired, pillar_crash_loop(pillar), rows, backed_up)
     return write_textfile(path, render(services))

@@ -392,22 +392,149 @@ class ConfigSpec(_Model):
         return self.on_change == "none" or self.signal is not None
 
 
-class DataMount(_Model):
-    """A host directory bind-mounted for persistent data."""
+# Docker's volume name grammar; at most NAME_MAX (the local driver makes a directory of it).
+VOLUME_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{1,254}")
+VOLUME_DRIVER_RE = re.compile(
+    r"[a-z0-9][a-z0-9_.-]{0,63}(?:/[a-z0-9][a-z0-9_.-]{0,63})?(?::[A-Za-z0-9_.-]{1,128})?"
+)
+_VOLUME_OPTION_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# The local driver's filesystems dockerops mounts: network shares, tmpfs and a
+# bind of an allowed host directory. A block device or any other filesystem
+# would hand a container a host disk, which no allow-list covers.
+LOCAL_VOLUME_TYPES = ("nfs", "nfs4", "cifs", "smb3", "tmpfs", "none")
+_LOCAL_VOLUME_OPTIONS = ("type", "o", "device")
 
-    host: str
+
+class DataMount(_Model):
+    """Persistent data: a host directory bind-mounted (``host``), or a named
+    Docker ``volume`` made with ``driver`` and ``driver_opts`` (see
+    :meth:`dockerops.host.DockerHost.ensure_volume`)."""
+
+    host: str | None = None
+    volume: str | None = None
     container: str
     read_only: bool = False
+    driver: str | None = None
+    driver_opts: dict[str, str] = {}
 
     @field_validator("host")
     @classmethod
-    def _host(cls, value: str, info: ValidationInfo) -> str:
-        return _host_path(value, info)
+    def _host(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _host_path(value, info)
+
+    @field_validator("volume")
+    @classmethod
+    def _volume(cls, value: str | None) -> str | None:
+        if value is not None and not VOLUME_NAME_RE.fullmatch(value):
+            raise ValueError(
+                "a volume name is 2 to 255 characters of letters, digits, '_', '.' and '-', "
+                "starting with a letter or digit"
+            )
+        return value
 
     @field_validator("container")
     @classmethod
     def _container(cls, value: str) -> str:
         return _container_path(value)
+
+    @field_validator("driver")
+    @classmethod
+    def _driver(cls, value: str | None) -> str | None:
+        if value is not None and not VOLUME_DRIVER_RE.fullmatch(value):
+            raise ValueError("not a volume driver name (such as local, or a plugin's name)")
+        return value
+
+    @field_validator("driver_opts", mode="before")
+    @classmethod
+    def _option_text(cls, value: Any) -> Any:
+        # Values are not echoed: a cifs ``o`` may carry a password.
+        if not isinstance(value, Mapping):
+            return value
+        out, problems = {}, []
+        for key, item in value.items():
+            if not isinstance(key, str) or not _VOLUME_OPTION_KEY_RE.fullmatch(key):
+                problems.append(f"{_show(key)}: not an option name")
+            elif not isinstance(item, str):
+                problems.append(f"{key}: values are strings (quote it)")
+            elif _PATH_CONTROL_RE.search(item) or len(item) > PATH_MAX:
+                problems.append(f"{key}: at most {PATH_MAX} characters, without control characters")
+            else:
+                out[key] = item
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
+
+    @field_validator("driver_opts")
+    @classmethod
+    def _local_options(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if not value or (info.data.get("driver") or "local") != "local":
+            return value
+        unknown = sorted(set(value) - set(_LOCAL_VOLUME_OPTIONS))
+        if unknown:
+            raise ValueError(f"the local driver takes type, o and device, not {', '.join(unknown)}")
+        kind = value.get("type")
+        if kind not in LOCAL_VOLUME_TYPES:
+            raise ValueError(
+                f"type: the local driver mounts {', '.join(LOCAL_VOLUME_TYPES)} here "
+                "(none with o: bind and a device under dockerops:allowed_host_paths); "
+                "a disk or another filesystem is not mounted into containers"
+            )
+        options = [part.strip() for part in value.get("o", "").split(",")]
+        bind = "bind" in options or "rbind" in options
+        if (kind == "none") != bind:
+            raise ValueError("a bind is type: none with o: bind (and only that)")
+        if not value.get("device"):
+            raise ValueError(f"type {kind} needs its device")
+        if bind:
+            # The bind's source is a host directory: held to the allow-list.
+            try:
+                device = _host_path(value["device"], info)
+            except ValueError as err:
+                raise ValueError(f"device: {err}") from None
+            return {**value, "device": device}
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_given(cls, value: Any) -> Any:
+        if isinstance(value, Mapping) and "host" not in value and "volume" not in value:
+            # The host path is what most entries give: said missing where it goes.
+            missing = InitErrorDetails(type="missing", loc=("host",), input=value)
+            raise ValidationError.from_exception_data("DataMount", [missing])
+        return value
+
+    @model_validator(mode="after")
+    def _host_or_volume(self) -> DataMount:
+        if (self.host is None) == (self.volume is None):
+            raise ValueError("give exactly one of host (a directory) or volume (a name)")
+        if self.host is not None and (self.driver is not None or self.driver_opts):
+            raise ValueError("driver and driver_opts belong to a volume, not a host path")
+        return self
+
+    @property
+    def volume_driver(self) -> str:
+        """The driver a volume is made with (Docker's default: local)."""
+        return self.driver or "local"
+
+    @property
+    def bind_device(self) -> str | None:
+        """The host directory a local bind volume (type none, o bind) mounts."""
+        if self.volume is None or self.volume_driver != "local":
+            return None
+        if self.driver_opts.get("type") != "none":
+            return None
+        return self.driver_opts.get("device")
+
+    @property
+    def source(self) -> str:
+        """The host path, or the volume's name."""
+        source = self.host if self.host is not None else self.volume
+        assert source is not None
+        return source
+
+    def names(self) -> tuple[str, ...]:
+        """What ``backup:paths`` may call this mount by."""
+        return (self.container, self.source)
 
 
 class FileLogsSpec(_Model):
@@ -742,6 +869,8 @@ class ServiceSpec(_Model):
     extra_hosts: dict[Hostname, IPAddress] = {}
     dns: list[IPAddress] = []
     logs: FileLogsSpec | None = None
+    # Not a container input (changing it recreates nothing): dockerops.backup.
+    backup: BackupSpec | None = None
     # Not a container input (changing it recreates nothing): what
     # dockerops.check_ports and the beacon expect the app to listen on inside.
     expect_ports: list[ExpectedPort] = []
@@ -1005,6 +1134,33 @@ class ServiceSpec(_Model):
             raise ValueError(f"{', '.join(dupes)} mounted twice in the container")
         return self
 
+    @model_validator(mode="after")
+    def _backup_paths(self) -> ServiceSpec:
+        if self.backup is None:
+            return self
+        if not self.data:
+            raise _field_error("backup", "the service has no data mounts to back up", {})
+        if self.backup.paths is not None:
+            names = {name for mount in self.data for name in mount.names()}
+            unknown = [path for path in self.backup.paths if path not in names]
+            if unknown:
+                raise _field_error(
+                    "backup",
+                    f"paths: {', '.join(map(_show, unknown))} is not one of the service's "
+                    "data mounts (name each by its container path, host path or volume)",
+                    self.backup.paths,
+                )
+        return self
+
+    def backup_mounts(self) -> list[DataMount]:
+        """The data mounts ``backup`` covers (its ``paths``, or every one)."""
+        if self.backup is None:
+            return []
+        wanted = self.backup.paths
+        if wanted is None:
+            return list(self.data)
+        return [mount for mount in self.data if set(mount.names()) & set(wanted)]
+
     @property
     def config_root(self) -> str | None:
         if self.config is None:
@@ -1067,6 +1223,158 @@ class ServiceSpec(_Model):
         return f"{self._log_root.rstrip('/')}/{self.name}"
 
 
+BACKUP_KEEP_MAX = 100_000
+# A consistency window (stop, pause, exec) holds the service's lock: bounded.
+BACKUP_EXEC_TIMEOUT_MAX = 24 * HOUR
+_REMOTE_REPOSITORY_RE = re.compile(r"(sftp|rest|s3|b2|azure|gs|swift|rclone):\S+")
+
+
+class BackupKeep(_Model):
+    """How many snapshots retention keeps (restic's ``--keep-*``); unset ones keep none."""
+
+    last: Annotated[int, Field(ge=1, le=BACKUP_KEEP_MAX)] | None = None
+    hourly: Annotated[int, Field(ge=1, le=BACKUP_KEEP_MAX)] | None = None
+    daily: Annotated[int, Field(ge=1, le=BACKUP_KEEP_MAX)] | None = None
+    weekly: Annotated[int, Field(ge=1, le=BACKUP_KEEP_MAX)] | None = None
+    monthly: Annotated[int, Field(ge=1, le=BACKUP_KEEP_MAX)] | None = None
+    yearly: Annotated[int, Field(ge=1, le=BACKUP_KEEP_MAX)] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> BackupKeep:
+        if not self.flags():
+            raise ValueError(
+                "keep at least one kind of snapshot (last, hourly, daily, weekly, monthly, "
+                "yearly); leave keep out to keep every snapshot"
+            )
+        return self
+
+    def flags(self) -> list[str]:
+        """restic forget's options for this policy."""
+        out = []
+        for kind in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+            count = getattr(self, kind)
+            if count is not None:
+                out.append(f"--keep-{kind}={count}")
+        return out
+
+
+class BackupSchedule(_Model):
+    """When Salt's scheduler on the minion runs the backup: an interval
+    (``seconds``/``minutes``/``hours``/``days``, added up) or ``when``
+    (times dateutil understands, such as ``"03:00"``), and an optional
+    random ``splay`` in seconds so that minions do not all start at once."""
+
+    seconds: Annotated[int, Field(ge=1, le=10**7)] | None = None
+    minutes: Annotated[int, Field(ge=1, le=10**6)] | None = None
+    hours: Annotated[int, Field(ge=1, le=10**5)] | None = None
+    days: Annotated[int, Field(ge=1, le=10**4)] | None = None
+    when: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = None
+    splay: Annotated[int, Field(ge=1, le=86400)] | None = None
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _when(cls, value: Any) -> Any:
+        value = [value] if isinstance(value, str) else value
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, str) and _CONTROL_RE.search(item):
+                    raise ValueError("no control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BackupSchedule:
+        interval = any(
+            getattr(self, unit) is not None for unit in ("seconds", "minutes", "hours", "days")
+        )
+        if interval == bool(self.when):
+            raise ValueError(
+                "give either an interval (seconds, minutes, hours, days) or when, not "
+                + ("both" if interval else "neither")
+            )
+        return self
+
+    def scheduler_args(self) -> dict[str, Any]:
+        """The keys of a Salt scheduler entry (``schedule.present``)."""
+        out: dict[str, Any] = {
+            key: value for key, value in self.model_dump().items() if value is not None
+        }
+        return out
+
+
+class BackupSpec(_Model):
+    """``backup`` of a service: how its data mounts are snapshotted (see
+    :mod:`dockerops.backup`)."""
+
+    # No default: stopping a service costs downtime, not stopping a database
+    # gives a torn copy. The operator says which.
+    consistency: Literal["stop", "pause", "exec", "none"]
+    exec: list[str] | None = None
+    exec_timeout: Annotated[Duration, _at_most(BACKUP_EXEC_TIMEOUT_MAX)] = 600.0
+    keep: BackupKeep | None = None
+    schedule: BackupSchedule | None = None
+    # Data mounts to back up (container path, host path or volume name); all when unset.
+    paths: list[str] | None = None
+
+    @field_validator("exec", mode="before")
+    @classmethod
+    def _exec(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = ["/bin/sh", "-c", value]
+        if isinstance(value, list) and not value:
+            raise ValueError("a command needs at least the program to run")
+        return _no_nul(value)
+
+    @model_validator(mode="after")
+    def _exec_with_mode(self) -> BackupSpec:
+        if self.consistency == "exec" and not self.exec:
+            raise ValueError("consistency exec needs the command to run: exec")
+        if self.exec and self.consistency != "exec":
+            raise ValueError(f"exec is run only with consistency exec, not {self.consistency}")
+        return self
+
+
+class BackupSettings(_Model):
+    """``dockerops:backup``: the restic repository every service's snapshots go
+    to, and its password (a secret: never shown, passed to restic through a
+    pipe, never on its command line)."""
+
+    repository: str | None = None
+    password: str | None = None
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if _PATH_CONTROL_RE.search(value) or len(value) > PATH_MAX:
+            raise ValueError("not a repository location")
+        path = value.removeprefix("local:")
+        if path.startswith("/"):
+            if _normpath(path) == "/":
+                raise ValueError("not /")
+            return _normpath(path)
+        if not _REMOTE_REPOSITORY_RE.fullmatch(value):
+            raise ValueError(
+                "an absolute path, or a restic location: sftp:, rest:, s3:, b2:, azure:, "
+                "gs:, swift: or rclone:"
+            )
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "\x00" in value or "\n" in value):
+            raise ValueError("a password is one non-empty line")
+        return value
+
+    @property
+    def local_path(self) -> str | None:
+        """The repository's directory when it is on this host."""
+        if self.repository is None or not self.repository.startswith("/"):
+            return None
+        return self.repository
+
+
 class CrashLoopSpec(_Model):
     """A replica restarted ``restarts`` times within ``window`` is crash-looping."""
 
@@ -1096,6 +1404,7 @@ class PillarRoot(_Model):
     allowed_host_paths: list[str] = list(DEFAULT_ALLOWED_HOST_PATHS)
     logs: LogSettings = LogSettings()
     monitoring: MonitoringSpec = MonitoringSpec()
+    backup: BackupSettings = BackupSettings()
 
     @field_validator("allowed_host_paths")
     @classmethod
@@ -1107,6 +1416,25 @@ class PillarRoot(_Model):
                 raise ValueError(f"{path!r}: allowed host paths are absolute and not /")
             out.append(normal)
         return out
+
+    @model_validator(mode="after")
+    def _repository_apart(self) -> PillarRoot:
+        # Containers write below the allow-list: a repository there could be
+        # read or damaged by one, and would be backed up into itself.
+        local = self.backup.local_path
+        if local and _under(local, self.allowed_host_paths):
+            raise _field_error(
+                "backup",
+                f"repository: {local} is inside dockerops:allowed_host_paths, where "
+                "containers write; keep the repository apart",
+                {},
+            )
+        for root in self.allowed_host_paths:
+            if local and _under(root, [local]):
+                raise _field_error(
+                    "backup", f"repository: {local} contains the allowed host path {root}", {}
+                )
+        return self
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -1347,7 +1675,15 @@ def _problems(
             continue
         message = str(item["msg"]).removeprefix("Value error, ")
         value = item.get("input")
-        hidden = (loc and loc[0] in _HIDDEN_VALUES) or loc[:2] == ["config", "files"]
+        hidden = (
+            (loc and loc[0] in _HIDDEN_VALUES)
+            or loc[:2] == ["config", "files"]
+            # A repository URL may carry credentials (rest:https://user:pass@...).
+            or (
+                model is PillarRoot
+                and loc[:2] in (["backup", "password"], ["backup", "repository"])
+            )
+        )
         # Only scalars are echoed: a mapping or list may hold env, secrets or
         # config contents, and is too long to help anyway.
         if hidden or item["type"] == "missing" or isinstance(value, (Mapping, list, tuple)):

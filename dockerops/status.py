@@ -17,6 +17,7 @@ from .plan import plan_service
 from .records import DEFAULT_STATE_DIR, ServiceRecord
 from .replicas import ActualReplica, desired_replicas
 from .restarts import RestartSamples
+from .schedules import BackupOutcomes, last_backup, last_backup_failure, read_outcomes
 from .spec import ServiceSpec, load_monitoring
 
 
@@ -41,6 +42,7 @@ def replica_status(
     seen: dict[str, dict[str, str]] = {}
     proven: dict[str, set[str] | None] = {}
     last_stop: dict[str, dict[str, Any] | None] = {}
+    backups: dict[str, BackupOutcomes] = {}
     listed = sorted(host.managed(service), key=lambda c: (c.service, c.index or 0))
     # One removed between the list and its inspect (a rollout retiring it
     # while status runs) no longer runs, so it is not shown.
@@ -68,10 +70,12 @@ def replica_status(
             except SpecError:  # a label no service of ours carries: nothing recorded
                 seen[container.service], proven[container.service] = {}, set()
                 last_stop[container.service] = None
+                backups[container.service] = BackupOutcomes()
             else:
                 seen[container.service] = record.config_seen()
                 proven[container.service] = ledger.proven()
                 last_stop[container.service] = ledger.last_stop()
+                backups[container.service] = read_outcomes(state_dir, container.service)
         known = proven[container.service]
         state = details.get("State") or {}
         health = (state.get("Health") or {}).get("Status")
@@ -104,6 +108,10 @@ def replica_status(
                 # replicas): its container is gone, but a kill after the grace
                 # period says what to set (init, stop_signal). None: none recorded.
                 "last_stop": last_stop[container.service],
+                # The service's last successful backup ({time, age, snapshot}) and
+                # last failed one ({time, age, error}), from its record (None: none).
+                "last_backup": last_backup(backups[container.service], clock),
+                "last_backup_failure": last_backup_failure(backups[container.service], clock),
             }
         )
     for name, rows in out.items():

@@ -2,3 +2,4 @@
 include:
   - .services
   - .filelogs
+  - .backups

@@ -1,0 +1,52 @@
+{#- Backups on a schedule: each pillar service with `backup: {schedule: ...}`
+    gets an entry in the minion's own Salt scheduler (no cron),
+    `dockerops-backup-<service>`, that runs `dockerops.backup <service>`; it is
+    saved in the minion's config (persist), so it outlives a restart. The
+    `dockerops-backup-*` entries of services that no longer have a schedule
+    are removed. A service whose pillar is invalid keeps its entry as it is,
+    and its state fails saying why. The library says which, in one call. #}
+{%- from tpldir ~ "/map.jinja" import dockerops_problems with context %}
+
+{%- if not dockerops_problems %}
+{%-   set backups = salt["dockerops.backup_schedules"]() %}
+{%-   if backups.problems %}
+dockerops-backups-pillar-invalid:
+  test.configurable_test_state:
+    - name: dockerops pillar
+    - changes: false
+    - result: false
+    - allow_test_mode_failure: true
+    - comment: {{ ("invalid dockerops pillar:\n  " ~ backups.problems | join("\n  ")) | json }}
+{%-   endif %}
+{%-   for service, schedule in backups.schedules | dictsort %}
+
+{{ ("dockerops-backup-" ~ service ~ "-schedule-present") | json }}:
+  schedule.present:
+    - name: {{ ("dockerops-backup-" ~ service) | json }}
+    - function: dockerops.backup
+    - job_args:
+      - {{ service | json }}
+{%-     for key, value in schedule | dictsort %}
+    - {{ key }}: {{ value | json }}
+{%-     endfor %}
+    - persist: true
+{%-   endfor %}
+{%-   for service, problems in backups.invalid | dictsort %}
+
+{{ ("dockerops-backup-" ~ service ~ "-schedule-invalid") | json }}:
+  test.configurable_test_state:
+    - name: {{ ("dockerops-backup-" ~ service) | json }}
+    - changes: false
+    - result: false
+    - allow_test_mode_failure: true
+    - comment: {{ ("backup schedule left as it is: invalid dockerops pillar:\n  "
+                   ~ problems | join("\n  ")) | json }}
+{%-   endfor %}
+{%-   for job in backups.stale %}
+
+{{ (job ~ "-schedule-absent") | json }}:
+  schedule.absent:
+    - name: {{ job | json }}
+    - persist: true
+{%-   endfor %}
+{%- endif %}
