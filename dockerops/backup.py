@@ -45,6 +45,7 @@ import datetime
 import hashlib
 import os
 import posixpath
+import socket
 import stat
 import tempfile
 import threading
@@ -54,12 +55,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import safepath
+from . import safepath, volumes
 from .client import translate_errors
 from .errors import DockerError, SpecError
 from .health import min_healthy_time
 from .host import DockerHost, bounded_tail
-from .lock import RolloutLock
+from .lock import RolloutLock, _alive
 from .masking import redact
 from .records import read_mapping, save_json
 from .replicas import ActualReplica
@@ -156,10 +157,17 @@ def interrupted_restore(state_dir: str, service: str) -> str | None:
     journal = Journal(state_dir, service, "restore").load()
     if not journal:
         return None
+    pid = journal.get("pid")
+    if journal.get("host") == socket.gethostname() and isinstance(pid, int) and _alive(pid):
+        return None  # running now: its lock answers for it
     places = []
     for entry in journal.get("paths") or []:
         if entry.get("phase") in ("aside", "swapped"):
-            places.append(f"{entry.get('path')} is kept at {entry.get('aside_path')}")
+            if entry.get("volume"):
+                where = f"volume {entry['volume']}'s data is kept in volume {entry.get('aside')}"
+            else:
+                where = f"{entry.get('path')} is kept at {entry.get('aside_path')}"
+            places.append(where)
     where = "; ".join(places) or "the data directories were not touched yet"
     return (
         f"a restore of {service} (snapshot {str(journal.get('snapshot', '?'))[:8]}, started "
@@ -174,24 +182,32 @@ def interrupted_restore(state_dir: str, service: str) -> str | None:
 
 @dataclass(frozen=True)
 class Target:
-    """One data mount a backup covers: its host path and allow-list root."""
+    """One data mount a backup covers: its host path and allow-list root (None
+    for a volume), and the path restic sees (the host path, or the container
+    path when restic runs in the helper container)."""
 
     mount: DataMount
-    path: str
-    root: str
+    path: str | None
+    root: str | None
+    snap_path: str
+
+
+def uses_helper(spec: ServiceSpec) -> bool:
+    """Whether the backup reaches a Docker volume: then restic runs in a helper
+    container that mounts every covered mount at its container path."""
+    return any(mount.volume is not None for mount in spec.backup_mounts())
 
 
 def targets(spec: ServiceSpec) -> list[Target]:
-    """The host directories ``spec``'s backup covers, checked: real
+    """What ``spec``'s backup covers, checked: host directories are real
     directories below their allow-list root, no symlink on the way."""
+    helper = uses_helper(spec)
     out = []
     for mount in spec.backup_mounts():
-        host_path = getattr(mount, "host", None)
-        if not host_path:
-            raise BackupError(
-                f"{spec.name}: the data mount {mount.container} is not a host directory; "
-                "volumes are backed up through a helper container"
-            )
+        host_path = mount.host
+        if host_path is None:
+            out.append(Target(mount, None, None, mount.container))
+            continue
         root = spec.trusted_root(host_path)
         if host_path == root:
             raise BackupError(
@@ -203,7 +219,7 @@ def targets(spec: ServiceSpec) -> list[Target]:
             raise BackupError(
                 f"{spec.name}: {host_path} does not exist (the service has not run yet?)"
             ) from None
-        out.append(Target(mount, host_path, root))
+        out.append(Target(mount, host_path, root, mount.container if helper else host_path))
     return out
 
 
@@ -218,9 +234,12 @@ def _writers(host: DockerHost, spec: ServiceSpec, covered: list[Target]) -> list
 
 
 def snapshot_tags(spec: ServiceSpec, minion: str, replicas: list[ActualReplica]) -> dict[str, str]:
-    """The tags a snapshot of ``spec`` carries: what ran when it was taken."""
+    """The tags a snapshot of ``spec`` carries: what ran when it was taken
+    (and ``via: helper`` when its paths are container paths)."""
     first = replicas[0] if replicas else None
+    extra = {"via": "helper"} if uses_helper(spec) else {}
     return {
+        **extra,
         "service": spec.name,
         "environment": spec.environment,
         "minion": minion,
@@ -533,10 +552,13 @@ def backup_service(
     restic = restic or repository(settings)
     secrets = [*spec.secret_values, restic.password]
     covered = targets(spec)
+    if uses_helper(spec):
+        helper = volumes.container_executor(host, spec, spec.backup_mounts())
+        restic = Restic(restic.location, restic.password, helper, restic.cache_dir)
     mode = spec.backup.consistency
     writers = _writers(host, spec, covered)
     policy = spec.backup.keep.flags() if spec.backup.keep else []
-    paths = [t.path for t in covered]
+    paths = [t.snap_path for t in covered]
     plan = {
         "paths": paths,
         "consistency": mode,
@@ -663,7 +685,7 @@ def _snapshot(
     """Take the snapshot inside the consistency window the spec asks for."""
     assert spec.backup is not None
     mode = spec.backup.consistency
-    paths = [t.path for t in covered]
+    paths = [t.snap_path for t in covered]
     if mode == "exec":
         runners = [c for c in writers if c.state == "running"]
         if not runners:
@@ -922,11 +944,20 @@ def _private_dir(parent: Path, prefix: str) -> Iterator[str]:
 # -- restore -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class HostTarget:
+    """A host data directory a restore swaps: its path and allow-list root."""
+
+    mount: DataMount
+    path: str
+    root: str
+
+
 def _stamp(now: float) -> str:
     return datetime.datetime.fromtimestamp(now, datetime.UTC).strftime(TIME_FORMAT)
 
 
-def _parent(target: Target) -> tuple[safepath.Dir, str]:
+def _parent(target: HostTarget) -> tuple[safepath.Dir, str]:
     """The data directory's parent, opened without following symlinks, and its name."""
     parent_path, name = posixpath.split(target.path)
     if parent_path == target.root:
@@ -934,7 +965,7 @@ def _parent(target: Target) -> tuple[safepath.Dir, str]:
     return safepath.open_below(target.root, parent_path), name
 
 
-def _restore_targets(spec: ServiceSpec, snap: Snapshot) -> list[Target]:
+def _restore_targets(spec: ServiceSpec, snap: Snapshot) -> list[HostTarget]:
     """The service's data directories the snapshot holds; all of them must be
     data mounts of the service now."""
     by_path = {}
@@ -953,11 +984,11 @@ def _restore_targets(spec: ServiceSpec, snap: Snapshot) -> list[Target]:
         root = spec.trusted_root(path)
         if path == root:
             raise BackupError(f"{path} is an allowed host path itself: it is not swapped")
-        out.append(Target(by_path[path], path, root))
+        out.append(HostTarget(by_path[path], path, root))
     return out
 
 
-def _differences(restic: Restic, snap: Snapshot, target: Target) -> dict[str, Any]:
+def _differences(restic: Restic, snap: Snapshot, target: HostTarget) -> dict[str, Any]:
     """How the current directory differs from the snapshot (by type and size)."""
     listed = _listing(restic, snap, target.path)
     current: dict[str, tuple[str, int]] = {}
@@ -1017,6 +1048,8 @@ def restore_service(
     if journal_text:
         raise BackupError(journal_text)
     snap = find_snapshot(restic, spec.name, minion, wanted)
+    if snap.tags.get("via") == "helper":
+        return _restore_via_helper(host, spec, restic, state_dir, snap, test, jid, say, steps, now)
     chosen = _restore_targets(spec, snap)
     stamp = _stamp(now())
     if test:
@@ -1039,8 +1072,11 @@ def restore_service(
     try:
         with _locks(state_dir, spec.name, "restore", jid, rollout=True):
             outcome.data["recovered"] = finish_window(host, spec, state_dir, say)
+            if interrupted_restore(state_dir, spec.name):  # meanwhile
+                raise BackupError(str(interrupted_restore(state_dir, spec.name)))
             record = {
                 "service": spec.name,
+                "host": socket.gethostname(),
                 "snapshot": snap.id,
                 "started": _now_text(now()),
                 "pid": os.getpid(),
@@ -1075,7 +1111,7 @@ def restore_service(
 def _stage(
     restic: Restic,
     snap: Snapshot,
-    chosen: list[Target],
+    chosen: list[HostTarget],
     record: dict[str, Any],
     state_dir: str,
     say: Callable[[str], None],
@@ -1267,6 +1303,9 @@ def undo_restore(
     kept = []
     with _locks(state_dir, spec.name, "restore undo", jid, rollout=True):
         for entry in reversed(record.get("paths") or []):
+            if entry.get("volume"):
+                _undo_volume(host, spec, entry, say)
+                continue
             parent, name = _open_parent(entry)
             with parent:
                 if (
@@ -1282,7 +1321,10 @@ def undo_restore(
                     parent.fsync()
                     say(f"{entry['path']}: previous data back in place")
             entry["phase"] = "staging"
-        _drop_staging_dirs(record)
+        _drop_staging_dirs({"paths": [e for e in record.get("paths") or [] if "root" in e]})
+        if record.get("staging_volume"):
+            with contextlib.suppress(DockerError, ValueError):
+                volumes.drop_staging(host, str(record["staging_volume"]))
         touched = [
             (str(item[0]), str(item[1]), str(item[2]))
             for item in record.get("containers") or []
@@ -1296,3 +1338,267 @@ def undo_restore(
     if problems:
         return Outcome(False, comment + "; but " + "; ".join(problems), {"undone": True}, {})
     return Outcome(True, comment, {"undone": True, "kept": kept}, {"steps": steps})
+
+
+# -- restore through the helper container (snapshots holding volumes) -------------
+
+
+def _restore_via_helper(
+    host: DockerHost,
+    spec: ServiceSpec,
+    restic: Restic,
+    state_dir: str,
+    snap: Snapshot,
+    test: bool,
+    jid: str | None,
+    say: Callable[[str], None],
+    steps: list[str],
+    now: Callable[[], float],
+) -> Outcome:
+    """Restore a snapshot the helper container took (its paths are container
+    paths): into a staging volume first (a damaged snapshot is refused there,
+    nothing touched), then, with the replicas stopped, each volume's data is
+    copied into a new aside volume and each host directory renamed aside, and
+    the staged data copied in; on failure the previous data goes back."""
+    by_container = {mount.container: mount for mount in spec.data}
+    unknown = [path for path in snap.paths if path not in by_container]
+    if unknown:
+        raise BackupError(
+            f"snapshot {snap.short_id} holds {', '.join(unknown)}, which is not a data "
+            f"mount of {spec.name} now: nothing restored"
+        )
+    mounts = [by_container[path] for path in snap.paths]
+    stamp = _stamp(now())
+    if test:
+        plan = {
+            mount.container: {
+                "volume" if mount.volume else "host": mount.volume or mount.host,
+                "aside": (
+                    volumes.aside_name(mount.volume)
+                    if mount.volume
+                    else f"{mount.host}.before-restore-{stamp}"
+                ),
+                "files_in_snapshot": sum(
+                    1
+                    for kind, _ in _listing(restic, snap, mount.container).values()
+                    if kind == "file"
+                ),
+            }
+            for mount in mounts
+        }
+        return Outcome(
+            None,
+            f"would restore snapshot {snap.short_id} ({snap.time}) of {spec.name} into "
+            + ", ".join(mount.volume or str(mount.host) for mount in mounts),
+            {"restore": plan},
+            {"snapshot": snap.short_id, "plan": plan},
+        )
+    journal = Journal(state_dir, spec.name, "restore")
+    outcome = Outcome(True, "", {}, {"snapshot": snap.short_id})
+    secrets = [*spec.secret_values, restic.password]
+    try:
+        with _locks(state_dir, spec.name, "restore", jid, rollout=True):
+            if interrupted_restore(state_dir, spec.name):
+                raise BackupError(str(interrupted_restore(state_dir, spec.name)))
+            outcome.data["recovered"] = finish_window(host, spec, state_dir, say)
+            staging = volumes.make_staging(host, spec.name, now())
+            record: dict[str, Any] = {
+                "service": spec.name,
+                "host": socket.gethostname(),
+                "snapshot": snap.id,
+                "via": "helper",
+                "staging_volume": staging,
+                "started": _now_text(now()),
+                "pid": os.getpid(),
+                "containers": [],
+                "paths": [],
+            }
+            for mount in mounts:
+                entry: dict[str, Any] = {"path": mount.container, "phase": "staging"}
+                if mount.volume:
+                    entry["volume"] = mount.volume
+                else:
+                    assert mount.host is not None
+                    entry.update(
+                        path=mount.host,
+                        container=mount.container,
+                        root=spec.trusted_root(mount.host),
+                        aside=f"{posixpath.basename(mount.host)}.before-restore-{stamp}",
+                        aside_path=f"{mount.host}.before-restore-{stamp}",
+                        staging=f".{posixpath.basename(mount.host)}.restore-{stamp}",
+                    )
+                record["paths"].append(entry)
+            journal.save(record)
+            try:
+                staged = DataMount.model_validate(
+                    {"volume": staging, "container": "/dockerops-staging"}
+                )
+                into = Restic(
+                    restic.location,
+                    restic.password,
+                    volumes.container_executor(host, spec, [staged], writable=True),
+                    restic.cache_dir,
+                )
+                into.restore(snap.id, "/dockerops-staging")
+                say(f"restored snapshot {snap.short_id} into volume {staging} (verified by restic)")
+            except BaseException:
+                with contextlib.suppress(DockerError):
+                    volumes.drop_staging(host, staging)
+                journal.clear()
+                raise
+            _helper_swap_and_start(host, spec, record, journal, outcome, mounts, say)
+    except (DockerError, SpecError, OSError) as err:
+        outcome.result = False
+        outcome.comment = f"restore of {spec.name} failed: {redact(str(err), secrets)}"
+    outcome.data["steps"] = steps
+    return outcome
+
+
+def _helper_swap_and_start(
+    host: DockerHost,
+    spec: ServiceSpec,
+    record: dict[str, Any],
+    journal: Journal,
+    outcome: Outcome,
+    mounts: list[DataMount],
+    say: Callable[[str], None],
+) -> None:
+    running = sorted(
+        (c for c in host.managed(spec.name) if c.state in ("running", "paused")),
+        key=lambda c: c.index or 0,
+    )
+    record["containers"] = [[c.id, c.name, "stopped"] for c in running]
+    journal.save(record)
+    touched = [(c.id, c.name, "stopped") for c in running]
+    for replica in running:
+        if replica.state == "paused":
+            with translate_errors(f"unpausing {replica.name}"):
+                host.api.unpause(replica.id)
+    failures = [
+        err
+        for err in _parallel(lambda replica: stop_replica(host, replica, say), running)
+        if err is not None
+    ]
+    staging = record["staging_volume"]
+    if failures:
+        back = bring_back(host, spec, touched, say)
+        volumes.drop_staging(host, staging)
+        journal.clear()
+        raise BackupError(f"stopping {spec.name}: {failures[0]}; {'; '.join(back)}")
+    problems: list[str] = []
+    try:
+        for entry, mount in zip(record["paths"], mounts, strict=True):
+            _helper_swap_in(host, spec, entry, mount, record, journal, staging)
+            say(f"{entry.get('volume') or entry['path']}: previous data kept in {entry['aside']}")
+    except (DockerError, OSError) as err:
+        problems.append(f"restoring: {err}")
+    if not problems:
+        problems = bring_back(host, spec, touched, say)
+    if not problems:
+        volumes.drop_staging(host, staging)
+        journal.clear()
+        outcome.comment = (
+            f"restored snapshot {str(record['snapshot'])[:8]} of {spec.name}; previous data "
+            "kept in " + ", ".join(str(entry.get("aside")) for entry in record["paths"])
+        )
+        outcome.changes["restored"] = {
+            str(entry.get("volume") or entry["path"]): {
+                "snapshot": str(record["snapshot"])[:8],
+                "previous": entry.get("aside_path") or entry.get("aside"),
+            }
+            for entry in record["paths"]
+        }
+        return
+    say("the restore failed or the service is not healthy on it: putting the previous data back")
+    _stop_all(host, running)
+    for entry, mount in reversed(list(zip(record["paths"], mounts, strict=True))):
+        _helper_swap_back(host, spec, entry, mount, record, journal)
+    again = bring_back(host, spec, touched, say)
+    volumes.drop_staging(host, staging)
+    journal.clear()
+    health = (
+        "the service is healthy on it again"
+        if not again
+        else "and it is not healthy on it either: " + "; ".join(again)
+    )
+    raise BackupError(
+        f"restoring snapshot {str(record['snapshot'])[:8]}: {'; '.join(problems)}. "
+        f"The previous data is back in place; {health}"
+    )
+
+
+def _helper_swap_in(
+    host: DockerHost,
+    spec: ServiceSpec,
+    entry: dict[str, Any],
+    mount: DataMount,
+    record: dict[str, Any],
+    journal: Journal,
+    staging: str,
+) -> None:
+    subpath = mount.container
+    if mount.volume:
+        # Copied and compared first, recorded, and only then is fill() to empty
+        # the volume: an interrupted run never leaves it emptied without a
+        # recorded, verified copy.
+        entry["phase"] = "copying"
+        journal.save(record)
+        entry["aside"] = volumes.set_aside(host, spec.name, mount, empty=False)
+        entry["phase"] = "aside"
+        journal.save(record)
+        target = volumes.HelperMount(mount.volume, "/volume", True)
+    else:
+        parent, name = _open_parent(entry)
+        with parent:
+            info = parent.lstat(name)
+            entry["phase"] = "aside"
+            journal.save(record)
+            parent.rename(name, entry["aside"])
+            parent.mkdir(name, 0o700)
+            with parent.child(name) as fresh:
+                if info is not None:
+                    os.fchown(fresh.fd, info.st_uid, info.st_gid)
+                    fresh.chmod(stat.S_IMODE(info.st_mode))
+            parent.fsync()
+        target = volumes.HelperMount(entry["path"], "/volume", True)
+    volumes.fill(host, spec.name, staging, subpath, target)
+    entry["phase"] = "swapped"
+    journal.save(record)
+
+
+def _helper_swap_back(
+    host: DockerHost,
+    spec: ServiceSpec,
+    entry: dict[str, Any],
+    mount: DataMount,
+    record: dict[str, Any],
+    journal: Journal,
+) -> None:
+    if entry.get("phase") not in ("aside", "swapped"):
+        return
+    if mount.volume:
+        aside = entry.get("aside")
+        if aside and str(aside).startswith(mount.volume):
+            volumes.put_back(host, spec.name, mount, str(aside))
+    else:
+        _swap_back(entry, record, journal)
+        return
+    entry["phase"] = "staging"
+    journal.save(record)
+
+
+def _undo_volume(
+    host: DockerHost, spec: ServiceSpec, entry: dict[str, Any], say: Callable[[str], None]
+) -> None:
+    """Put a volume's data back from its aside volume (the newest, when the
+    run was killed before it recorded the name)."""
+    if entry.get("phase") not in ("aside", "swapped"):
+        return
+    volume = str(entry["volume"])
+    aside = entry.get("aside")
+    if not aside:  # not recorded: the volume was never emptied
+        return
+    mount = next(m for m in spec.data if m.volume == volume)
+    volumes.put_back(host, spec.name, mount, str(aside))
+    entry["phase"] = "staging"
+    say(f"volume {volume}: previous data back from {aside}")

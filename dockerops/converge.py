@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .backup import interrupted_restore
 from .config import ConfigStore, RenderedConfig
 from .configcheck import (
     ReloadReport,
@@ -243,6 +244,15 @@ def converge(
     except (LockHeld, StateDirError) as err:
         outcome.result = False
         outcome.errors.append(str(err))
+        outcome.actions = []
+        return outcome
+    # An interrupted restore may have left a data directory aside or half
+    # swapped: starting replicas now could run the app on missing data.
+    interrupted = interrupted_restore(state_dir, spec.name)
+    if interrupted:
+        lock.release()
+        outcome.result = False
+        outcome.errors.append(interrupted)
         outcome.actions = []
         return outcome
     left_by = lock.previous

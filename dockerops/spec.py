@@ -1140,6 +1140,21 @@ class ServiceSpec(_Model):
             return self
         if not self.data:
             raise _field_error("backup", "the service has no data mounts to back up", {})
+        ephemeral = [
+            str(mount.volume)
+            for mount in self.backup_mounts()
+            if mount.volume
+            and mount.volume_driver == "local"
+            and mount.driver_opts.get("type") == "tmpfs"
+        ]
+        if ephemeral:
+            raise _field_error(
+                "backup",
+                f"{', '.join(ephemeral)} is a tmpfs volume: its data is gone once no "
+                "container uses it (a stop or a restore), so it cannot be restored; leave it "
+                "out with backup:paths",
+                self.backup.paths or [],
+            )
         if self.backup.paths is not None:
             names = {name for mount in self.data for name in mount.names()}
             unknown = [path for path in self.backup.paths if path not in names]

@@ -409,9 +409,11 @@ def set_aside(
     now: float | None = None,
     image: str | None = None,
     timeout: float = COPY_TIMEOUT,
+    empty: bool = True,
 ) -> str:
     """Copy a volume's data into a new local volume, compare the copy, then
-    empty the volume (for a restore to refill); the new volume's name.
+    empty the volume (for a restore to refill; not with ``empty=False``, for a
+    caller that records the copy first); the new volume's name.
 
     The replicas must be stopped (a copy of changing data does not compare
     equal, and nothing is emptied then). On any failure the volume is left
@@ -435,7 +437,7 @@ def set_aside(
     _copy(
         host,
         service,
-        "copy_and_compare /volume /aside\nempty /volume\n",
+        "copy_and_compare /volume /aside\n" + ("empty /volume\n" if empty else ""),
         [HelperMount(mount.volume, "/volume", True), HelperMount(aside, "/aside", True)],
         image,
         timeout,
@@ -474,3 +476,47 @@ def asides(host: DockerHost, volume: str) -> list[str]:
     with translate_errors("listing volumes"):
         found: dict[str, Any] = host.api.volumes(filters={"label": f"{LABEL_ASIDE_OF}={volume}"})
     return sorted(str(v["Name"]) for v in found.get("Volumes") or [])
+
+
+def fill(
+    host: DockerHost,
+    service: str,
+    staging: str,
+    subpath: str,
+    target: HelperMount,
+    image: str | None = None,
+    timeout: float = COPY_TIMEOUT,
+) -> None:
+    """Empty ``target`` (a volume or host directory, set aside before) and
+    copy ``subpath`` of the staging volume into it, then compare the copy."""
+    inner = "/staging/" + subpath.strip("/")
+    _copy(
+        host,
+        service,
+        f"empty /volume\ncopy_and_compare {shlex.quote(inner)} /volume\n",
+        [HelperMount(staging, "/staging", False), HelperMount(target.source, "/volume", True)],
+        image,
+        timeout,
+        f"filling {target.source} from the restored snapshot",
+    )
+
+
+def make_staging(host: DockerHost, service: str, now: float | None = None) -> str:
+    """A new local volume a snapshot is restored into before anything is touched."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    name = f"dockerops-restore-{service}-{stamp}-{secrets.token_hex(3)}"
+    with translate_errors(f"creating volume {name}"):
+        host.api.create_volume(name, driver="local", labels={LABEL_MANAGED: "true"})
+    return name
+
+
+def drop_staging(host: DockerHost, name: str) -> None:
+    """Remove a staging volume (dockerops' own copy of a snapshot)."""
+    if not name.startswith("dockerops-restore-"):
+        raise ValueError(f"{name} is not a staging volume")
+    with translate_errors(f"removing volume {name}"):
+        try:
+            host.api.remove_volume(name, force=True)
+        except Exception as err:  # gone already is fine
+            if "no such volume" not in str(err).lower():
+                raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 import yaml
 from saltfactories.utils.functional import Loaders
 
+from dockerops.volumes import LABEL_ASIDE_OF
 from tests.functional.helpers import containers
 from tests.support.salt import Masterless
 
@@ -109,3 +111,26 @@ def extra_service(
         # <state_dir>/{services,history,locks}/<name>.{json,jsonl,lock}
         for path in state_dir.glob(f"*/{name}.*"):
             path.unlink()
+
+
+@pytest.fixture
+def volume_name(
+    service_name: str, docker_client: docker.DockerClient
+) -> Iterator[Callable[[str], str]]:
+    """``volume_name("-data")``: a volume name for this test; it and its aside
+    volumes are removed afterwards (dockerops itself never removes one)."""
+    names: list[str] = []
+
+    def name(suffix: str) -> str:
+        names.append(service_name + suffix)
+        return names[-1]
+
+    yield name
+    for container in containers(docker_client, service_name).values():
+        container.remove(force=True)
+    for volume in names:
+        found = docker_client.api.volumes(filters={"label": f"{LABEL_ASIDE_OF}={volume}"})
+        for aside in (found or {}).get("Volumes") or []:
+            docker_client.api.remove_volume(aside["Name"], force=True)
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_client.api.remove_volume(volume, force=True)

@@ -209,3 +209,69 @@ def test_two_backups_at_once_the_second_fails_fast(
     assert "a backup of" in second["comment"] and "already running" in second["comment"]
     worker.join(60)
     assert first["result"] is True, first
+
+
+def volume_tree(docker_client: Any, container: str) -> dict[str, str]:
+    """relative path -> sha256 of every file below /data in a replica."""
+    out = docker_client.containers.get(container).exec_run(
+        ["/bin/sh", "-c", "cd /data && find . -type f ! -name '.tmp*' -exec sha256sum {} +"]
+    )
+    assert out.exit_code == 0, out.output
+    found = {}
+    for line in out.output.decode().splitlines():
+        digest, path = line.split(None, 1)
+        found[path.removeprefix("./")] = digest
+    return found
+
+
+def test_a_volume_is_backed_up_and_restored_through_the_helper_container(
+    salt, docker_client, demo_images, service_name, host_root, repo, volume_name
+):
+    volume = volume_name("-data")
+    pillar = backup_pillar(
+        service_name, demo_images["repository"], host_root, repo, consistency="stop"
+    )
+    service = pillar["dockerops"]["services"][service_name]
+    device = host_root / service_name / "volume"
+    device.mkdir(parents=True)
+    # A bind volume (a tmpfs one is refused: its data would not outlive a stop).
+    bind = {"type": "none", "o": "bind", "device": str(device)}
+    service["data"] = [{"volume": volume, "container": "/data", "driver_opts": bind}]
+    salt.set_pillar(pillar)
+    assert salt.states.dockerops.running(name=service_name).result is True
+    healthy(docker_client, service_name, 2)
+    first = sorted(containers(docker_client, service_name))[0]
+    deadline = time.monotonic() + 20
+    while len(volume_tree(docker_client, first)) < 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    out = salt.modules.dockerops.backup(service_name)
+    assert out["result"] is True, out["comment"]
+    assert out["plan"]["paths"] == ["/data"]
+    healthy(docker_client, service_name, 2)
+    listed = salt.modules.dockerops.backups(service_name)
+    assert listed[0]["id"] == out["snapshot"] and listed[0]["tags"]["via"] == "helper"
+    expected = snapshot_tree(repo, out["snapshot"], Path("/data"), repo["tmp"] / "independent")
+    assert len(expected) >= 5
+
+    # Damage inside the volume, then restore.
+    names = sorted(expected)
+    docker_client.containers.get(first).exec_run(
+        ["/bin/sh", "-c", f"rm /data/{names[0]} && echo garbage > /data/{names[1]}"]
+    )
+    out = salt.modules.dockerops.restore(service_name, id=out["snapshot"])
+    assert out["result"] is True, out["comment"]
+    healthy(docker_client, service_name, 2)
+    now = volume_tree(docker_client, first)
+    assert {path: now.get(path) for path in expected} == expected
+    # The damaged data is kept in an aside volume, never removed.
+    aside = out["changes"]["restored"][volume]["previous"]
+    assert aside.startswith(f"{volume}-before-restore-")
+    docker_client.volumes.get(aside)
+    # No staging volume is left behind.
+    assert not [
+        v.name
+        for v in docker_client.volumes.list()
+        if v.name.startswith(f"dockerops-restore-{service_name}")
+    ]

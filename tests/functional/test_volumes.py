@@ -5,12 +5,11 @@ back byte for byte."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from dockerops.host import DockerHost
 from dockerops.restic import Restic
 from dockerops.spec import DataMount, load_service
 from dockerops.volumes import (
-    LABEL_ASIDE_OF,
     HelperMount,
     asides,
     container_executor,
@@ -35,29 +33,6 @@ from tests.functional.helpers import containers, state_return
 pytestmark = pytest.mark.docker
 
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture
-def volume_name(
-    service_name: str, docker_client: docker.DockerClient
-) -> Iterator[Callable[[str], str]]:
-    """``volume_name("-data")``: a volume name for this test; it and its aside
-    volumes are removed afterwards (dockerops itself never removes one)."""
-    names: list[str] = []
-
-    def name(suffix: str) -> str:
-        names.append(service_name + suffix)
-        return names[-1]
-
-    yield name
-    for container in containers(docker_client, service_name).values():
-        container.remove(force=True)
-    for volume in names:
-        found = docker_client.api.volumes(filters={"label": f"{LABEL_ASIDE_OF}={volume}"})
-        for aside in (found or {}).get("Volumes") or []:
-            docker_client.api.remove_volume(aside["Name"], force=True)
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.api.remove_volume(volume, force=True)
 
 
 def pillar(root: Path, services: dict[str, dict[str, Any]], **top: Any) -> dict[str, Any]:
