@@ -958,11 +958,12 @@ def _stamp(now: float) -> str:
 
 
 def _parent(target: HostTarget) -> tuple[safepath.Dir, str]:
-    """The data directory's parent, opened without following symlinks, and its name."""
+    """The data directory's parent (made if missing, as a state run would),
+    opened without following symlinks, and the directory's name."""
     parent_path, name = posixpath.split(target.path)
     if parent_path == target.root:
         return safepath.Dir.open_trusted(target.root), name
-    return safepath.open_below(target.root, parent_path), name
+    return safepath.open_below(target.root, parent_path, create=True), name
 
 
 def _restore_targets(spec: ServiceSpec, snap: Snapshot) -> list[HostTarget]:
@@ -1186,22 +1187,25 @@ def _swap_and_start(
     ]
     touched = [(c.id, c.name, "stopped") for c in running]
     if failures:
-        problems = bring_back(host, spec, touched, say)
+        back = bring_back(host, spec, touched, say)
         _drop_staging(record)
         journal.clear()
-        raise BackupError(
-            f"stopping {spec.name}: {failures[0]}; {'; '.join(problems)}".rstrip("; ")
-        )
-    for entry in record["paths"]:
-        _swap_in(entry, record, journal)
-        say(f"{entry['path']}: previous data kept at {entry['aside_path']}")
-    problems = bring_back(host, spec, touched, say)
+        raise BackupError(f"stopping {spec.name}: {failures[0]}; {'; '.join(back)}".rstrip("; "))
+    problems: list[str] = []
+    try:
+        for entry in record["paths"]:
+            _swap_in(entry, record, journal)
+            say(f"{entry['path']}: previous data kept at {entry['aside_path']}")
+    except (DockerError, OSError) as err:
+        problems.append(f"swapping the restored data in: {err}")
+    if not problems:
+        problems = bring_back(host, spec, touched, say)
     if not problems:
         _drop_staging_dirs(record)
         journal.clear()
-        outcome.comment = (
-            f"restored snapshot {str(record['snapshot'])[:8]} of {spec.name}; previous data "
-            "kept at " + ", ".join(entry["aside_path"] for entry in record["paths"])
+        kept = [entry["aside_path"] for entry in record["paths"] if entry["aside_path"]]
+        outcome.comment = f"restored snapshot {str(record['snapshot'])[:8]} of {spec.name}" + (
+            "; previous data kept at " + ", ".join(kept) if kept else ""
         )
         outcome.changes["restored"] = {
             entry["path"]: {
@@ -1211,8 +1215,8 @@ def _swap_and_start(
             for entry in record["paths"]
         }
         return
-    # Not healthy on the restored data: the previous data goes back.
-    say("not healthy on the restored data: putting the previous data back")
+    # Not healthy on the restored data (or not swapped in): the previous data goes back.
+    say("the restore failed or is not healthy: putting the previous data back")
     _stop_all(host, running)
     for entry in reversed(record["paths"]):
         _swap_back(entry, record, journal)
@@ -1225,7 +1229,7 @@ def _swap_and_start(
         else "and it is not healthy on it either: " + "; ".join(again)
     )
     raise BackupError(
-        f"the replicas did not come up healthy on snapshot {str(record['snapshot'])[:8]}: "
+        f"restoring snapshot {str(record['snapshot'])[:8]}: "
         f"{'; '.join(problems)}. The previous data is back in place; {health}"
     )
 
@@ -1251,8 +1255,11 @@ def _swap_in(entry: dict[str, Any], record: dict[str, Any], journal: Journal) ->
     with parent:
         entry["phase"] = "aside"
         journal.save(record)
-        parent.rename(name, entry["aside"])
-        parent.fsync()
+        if parent.lstat(name) is not None:
+            parent.rename(name, entry["aside"])
+            parent.fsync()
+        else:  # nothing there yet (a new host): nothing to keep
+            entry["aside_path"] = None
         inner = entry["path"].lstrip("/").split("/")
         with parent.walk([entry["staging"], *inner[:-1]]) as holder:
             os.rename(inner[-1], name, src_dir_fd=holder.fd, dst_dir_fd=parent.fd)
