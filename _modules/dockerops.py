@@ -711,7 +711,23 @@ def backup(name, test=None, **kwargs):
         restic=_restic(),
         log=lambda text: log.info("dockerops backup %s: %s", name, text),
     )
+    if outcome.result is not None:
+        _refresh_metrics()
     return _backup_return(outcome)
+
+
+def _refresh_metrics():
+    """Rewrite the metrics file after a backup: a scheduled backup must not wait
+    for the next state run to show (the backup-age alert reads it)."""
+    path = _metrics.metrics_file(__opts__)
+    if not path:
+        return
+    try:
+        _metrics.write_metrics(
+            _docker(), path, _records.state_dir(__opts__), __pillar__, None, _privileged()
+        )
+    except (CommandExecutionError, SaltInvocationError) as err:
+        log.warning("dockerops: metrics not written after the backup: %s", err)
 
 
 def backups(name, all_minions=False):

@@ -23,15 +23,9 @@ from .backup import BackupRecord
 from .errors import SpecError
 from .spec import PILLAR_KEY, deep_merge, load_root, load_service
 
-# Every scheduler entry the formula writes is named so: one named so whose
-# service no longer has a schedule is the formula's to remove.
+# Every scheduler entry the formula writes is named so (backups.sls): one
+# named so whose service no longer has a schedule is the formula's to remove.
 JOB_PREFIX = "dockerops-backup-"
-BACKUP_FUNCTION = "dockerops.backup"
-
-
-def job_name(service: str) -> str:
-    """The scheduler entry that backs ``service`` up."""
-    return JOB_PREFIX + service
 
 
 def declared_backups(pillar: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,7 +90,8 @@ def backup_schedules(
         if missing:
             invalid[name] = [
                 f"{PILLAR_KEY}:backup: {' and '.join(missing)} not set "
-                f"({PILLAR_KEY}:services:{name}:backup:schedule needs them)"
+                f"({PILLAR_KEY}:services:{name}:backup:schedule needs "
+                f"{'them' if len(missing) > 1 else 'it'})"
             ]
             continue
         schedules[name] = spec.backup.schedule.scheduler_args()

@@ -4,7 +4,8 @@
     saved in the minion's config (persist), so it outlives a restart. The
     `dockerops-backup-*` entries of services that no longer have a schedule
     are removed. A service whose pillar is invalid keeps its entry as it is,
-    and its state fails saying why. The library says which, in one call. #}
+    and its state fails saying why. The library says which, in one call
+    (dockerops.schedules, whose JOB_PREFIX is the entries' prefix here). #}
 {%- from tpldir ~ "/map.jinja" import dockerops_problems with context %}
 
 {%- if not dockerops_problems %}

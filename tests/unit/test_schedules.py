@@ -116,6 +116,13 @@ def test_each_service_with_a_schedule_gets_an_entry_and_stale_ones_go(
             "(dockerops:services:web:backup:schedule needs them)",
             id="no repository",
         ),
+        pytest.param(
+            service(consistency="none", schedule={"hours": 6}),
+            {"backup": {"repository": "/srv/backups/restic"}},
+            "dockerops:backup: password not set "
+            "(dockerops:services:web:backup:schedule needs it)",
+            id="no password",
+        ),
     ],
 )  # fmt: skip
 def test_an_invalid_service_keeps_its_entry_and_fails_on_its_own(
