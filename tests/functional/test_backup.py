@@ -211,6 +211,34 @@ def test_two_backups_at_once_the_second_fails_fast(
     assert first["result"] is True, first
 
 
+def test_a_backup_rewrites_the_metrics_file(
+    salt, docker_client, demo_images, service_name, host_root, repo, minion_opts
+):
+    pillar = backup_pillar(
+        service_name, demo_images["repository"], host_root, repo, consistency="none"
+    )
+    deploy(salt, pillar, service_name, docker_client)
+    metrics = Path(minion_opts["dockerops.metrics_file"])
+    metrics.parent.mkdir()
+    try:
+        out = salt.modules.dockerops.backup(service_name)
+        assert out["result"] is True, out["comment"]
+        text = metrics.read_text()
+        stamp = next(
+            line.split()[-1]
+            for line in text.splitlines()
+            if line.startswith(
+                f'dockerops_backup_last_success_timestamp_seconds{{service="{service_name}"}}'
+            )
+        )
+        assert abs(float(stamp) - time.time()) < 60
+        row = salt.modules.dockerops.status(service_name)[service_name][0]
+        assert row["last_backup"]["snapshot"] == out["snapshot"]
+    finally:
+        metrics.unlink(missing_ok=True)
+        metrics.parent.rmdir()
+
+
 def volume_tree(docker_client: Any, container: str) -> dict[str, str]:
     """relative path -> sha256 of every file below /data in a replica."""
     out = docker_client.containers.get(container).exec_run(
