@@ -86,6 +86,19 @@ def rolling_update(service: str, tag: str) -> None:
         raise SystemExit(f"demo failed: rolling update exited {proc.returncode}")
 
 
+def in_replica(script: str) -> str:
+    """Run a shell snippet in a replica of web (as the app would write)."""
+    status = json.loads(salt_call("dockerops.status", "web", out="json").stdout)["local"]
+    container = sorted(row["container"] for row in status["web"])[0]
+    done = subprocess.run(
+        ["docker", "exec", container, "/bin/sh", "-c", script],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    return done.stdout
+
+
 def replica_ports() -> list[int]:
     """The host ports web's replicas publish now (slots move in start-first rollouts)."""
     status = json.loads(salt_call("dockerops.status", "web", out="json").stdout)["local"]
@@ -158,6 +171,22 @@ def main() -> None:
 
     step("dockerops.history web")
     print(salt_call("dockerops.history", "web", "limit=3", out="yaml").stdout)
+
+    step("the app writes to its data mount (/srv/dockerops/web/data on the host)")
+    in_replica('echo "$(date -u) hello from $HOSTNAME" >> /data/guestbook.txt')
+    print("  /data/guestbook.txt: " + in_replica("cat /data/guestbook.txt").strip())
+    step("backup of web's data (restic; consistency stop: stopped, snapshot, healthy again)")
+    print(salt_call("dockerops.backup", "web", out="yaml").stdout)
+    step("dockerops.backups web")
+    print(salt_call("dockerops.backups", "web", out="yaml").stdout)
+    step("dockerops.verify_backup web (restic check, then a test restore compared by checksum)")
+    print(salt_call("dockerops.verify_backup", "web", out="yaml").stdout)
+    step("the guestbook is lost; dockerops.restore web test=True says what differs")
+    in_replica("rm /data/guestbook.txt")
+    print(salt_call("dockerops.restore", "web", "test=True", out="yaml").stdout)
+    step("dockerops.restore web: the previous data kept aside, the snapshot back, healthy again")
+    print(salt_call("dockerops.restore", "web", out="yaml").stdout)
+    print("  /data/guestbook.txt: " + in_replica("cat /data/guestbook.txt").strip())
 
     step("dockerops.status")
     print(salt_call("dockerops.status", "web", out="yaml").stdout)

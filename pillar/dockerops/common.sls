@@ -1,6 +1,11 @@
 # Shared by every environment; the environment files lay their values over it
 # (dicts merge key by key, lists are replaced).
 dockerops:
+  # Where every service's snapshots go (restic), outside allowed_host_paths.
+  backup:
+    repository: /var/backups/dockerops/restic
+    # An example only: keep the real password in an encrypted pillar (GPG renderer).
+    password: demo-only-change-me
   defaults:
     restart_policy: on-failure:5
     logging:
@@ -29,6 +34,11 @@ dockerops:
             template: jinja
           motd.txt:
             contents: "Welcome to the dockerops demo.\n"
+      data:
+        - {host: /srv/dockerops/web/data, container: /data}
+      backup:
+        consistency: stop         # init: true below makes the stop take well under a second
+        keep: {last: 7, daily: 7}
       update:
         health_timeout: 30s
       # Production hardening: Docker's init as PID 1 (a stop takes well under a
