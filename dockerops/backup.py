@@ -439,6 +439,29 @@ def finish_window(
     ]
 
 
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant (a timed-out backup command's
+    children, such as a running pg_dump, must not keep writing)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    doomed, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        doomed.append(current)
+        queue.extend(children.get(current, []))
+    for victim in doomed:
+        with contextlib.suppress(OSError):
+            os.kill(victim, 9)
+
+
 def run_exec(
     host: DockerHost, replica: ActualReplica, command: list[str], timeout: float
 ) -> tuple[int | None, str]:
@@ -463,7 +486,7 @@ def run_exec(
         with contextlib.suppress(Exception):
             pid = int(host.api.exec_inspect(exec_id).get("Pid") or 0)
             if pid > 1:
-                os.kill(pid, 9)
+                _kill_tree(pid)
         worker.join(5)
         return None, bounded_tail(b"".join(output))
     if failure:
@@ -1102,6 +1125,7 @@ def restore_service(
                 journal.clear()
                 raise
             _swap_and_start(host, spec, record, journal, outcome, say)
+            _after_restore(host, spec, outcome, say)
     except (DockerError, SpecError, OSError) as err:
         outcome.result = False
         outcome.comment = f"restore of {spec.name} failed: {redact(str(err), secrets)}"
@@ -1454,6 +1478,7 @@ def _restore_via_helper(
                 journal.clear()
                 raise
             _helper_swap_and_start(host, spec, record, journal, outcome, mounts, say)
+            _after_restore(host, spec, outcome, say)
     except (DockerError, SpecError, OSError) as err:
         outcome.result = False
         outcome.comment = f"restore of {spec.name} failed: {redact(str(err), secrets)}"
@@ -1609,3 +1634,28 @@ def _undo_volume(
     volumes.put_back(host, spec.name, mount, str(aside))
     entry["phase"] = "staging"
     say(f"volume {volume}: previous data back from {aside}")
+
+
+def _after_restore(
+    host: DockerHost, spec: ServiceSpec, outcome: Outcome, say: Callable[[str], None]
+) -> None:
+    """Run ``backup:restore_exec`` in one replica of the restored, healthy
+    service (loading the dump an ``exec`` backup wrote). Its failure fails the
+    call; the restored data stays (the previous data is kept aside)."""
+    assert spec.backup is not None
+    if not spec.backup.restore_exec:
+        return
+    running = sorted(
+        (c for c in host.managed(spec.name) if c.state == "running"), key=lambda c: c.index or 0
+    )
+    if not running:
+        raise BackupError(f"the data is restored, but no replica of {spec.name} runs to load it")
+    code, output = run_exec(host, running[0], spec.backup.restore_exec, spec.backup.exec_timeout)
+    if code != 0:
+        why = "timed out (killed)" if code is None else f"exited {code}"
+        raise BackupError(
+            f"the data is restored and {spec.name} healthy, but the restore command in "
+            f"{running[0].name} {why}: {redact(output, spec.secret_values)[-1500:]}. "
+            + (outcome.comment or "")
+        )
+    say(f"ran the restore command in {running[0].name}")

@@ -1325,12 +1325,14 @@ class BackupSpec(_Model):
     consistency: Literal["stop", "pause", "exec", "none"]
     exec: list[str] | None = None
     exec_timeout: Annotated[Duration, _at_most(BACKUP_EXEC_TIMEOUT_MAX)] = 600.0
+    # Run in one replica once a restore is healthy (loading a dump exec wrote).
+    restore_exec: list[str] | None = None
     keep: BackupKeep | None = None
     schedule: BackupSchedule | None = None
     # Data mounts to back up (container path, host path or volume name); all when unset.
     paths: list[str] | None = None
 
-    @field_validator("exec", mode="before")
+    @field_validator("exec", "restore_exec", mode="before")
     @classmethod
     def _exec(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -303,3 +303,27 @@ def test_a_volume_is_backed_up_and_restored_through_the_helper_container(
         for v in docker_client.volumes.list()
         if v.name.startswith(f"dockerops-restore-{service_name}")
     ]
+
+
+def test_a_backup_command_past_its_timeout_is_killed_with_its_children(
+    salt, docker_client, demo_images, service_name, host_root, repo
+):
+    pillar = backup_pillar(
+        service_name,
+        demo_images["repository"],
+        host_root,
+        repo,
+        consistency="exec",
+        exec="sleep 300 & sleep 301; echo never",
+        exec_timeout="1s",
+    )
+    deploy(salt, pillar, service_name, docker_client)
+    started = time.monotonic()
+    out = salt.modules.dockerops.backup(service_name)
+    assert time.monotonic() - started < 20
+    assert out["result"] is False
+    assert "timed out after 1s (killed); no snapshot taken" in out["comment"]
+    for container in containers(docker_client, service_name).values():
+        listed = container.exec_run(["ps", "-o", "args"]).output.decode()
+        assert "sleep 30" not in listed, listed
+    healthy(docker_client, service_name, 2)

@@ -3,7 +3,10 @@
 ``debootstrap --variant=minbase`` a bookworm root, ``apt-get install nginx`` in
 it, replace its main config with a small one that includes ``conf.d/*.conf`` and
 logs to stderr (so ``docker logs`` shows nginx's ``[emerg]`` lines), then
-``docker import`` it (plus a two-line build for ``STOPSIGNAL``). The image is
+``docker import`` it (plus a two-line build for ``STOPSIGNAL``). The
+minbase root is debootstrapped once and kept as a tarball too: other test
+images (``tests/support/postgres.py``) start from it through
+:func:`ensure_debian_image`. The image is
 tagged by the hash of this recipe: a daemon that has the tag skips the build,
 and a tarball kept under
 ``/var/cache/dockerops-tests`` (``DOCKEROPS_TEST_CACHE``) spares a fresh daemon
@@ -21,7 +24,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import docker
@@ -74,26 +77,48 @@ def image_ref() -> str:
 
 def ensure_image(client: docker.DockerClient) -> str:
     """The nginx test image's reference; built (or imported from the cache) if missing."""
-    ref = image_ref()
+    return ensure_debian_image(
+        client,
+        image_ref(),
+        PACKAGES,
+        _configure_nginx,
+        f"STOPSIGNAL {STOPSIGNAL}\nCMD {CMD}\n",
+    )
+
+
+def ensure_debian_image(
+    client: docker.DockerClient,
+    ref: str,
+    packages: Sequence[str],
+    configure: Callable[[Path], None],
+    dockerfile_tail: str,
+) -> str:
+    """The local image ``ref``: a bookworm minbase root with ``packages``
+    installed, then changed by ``configure(root)``, imported, with
+    ``dockerfile_tail`` (Dockerfile lines) on top. Built, or imported from the
+    tarball cached under CACHE, only when the daemon lacks ``ref``; ``ref``'s
+    tag must be the hash of everything the image is built from."""
     if _has(client, ref):
         return ref
+    name = ref.split(":", 1)[0].rsplit("/", 1)[-1]
     CACHE.mkdir(parents=True, exist_ok=True)
-    with _locked(CACHE / "nginx.lock"):
+    with _locked(CACHE / f"{name}.lock"):
         if _has(client, ref):
             return ref
-        tarball = CACHE / f"nginx-{ref.rsplit(':', 1)[1]}.tar"
+        tarball = CACHE / f"{name}-{ref.rsplit(':', 1)[1]}.tar"
         if not tarball.is_file():
-            _build_rootfs_tarball(tarball)
-        # `docker import -c` takes no STOPSIGNAL: a two-line build on top of
+            _build_rootfs_tarball(tarball, packages, configure)
+        # `docker import -c` takes no STOPSIGNAL: a small build on top of
         # the imported root sets it (FROM a local image: nothing is pulled).
-        base = ref.replace(REPOSITORY, REPOSITORY + "-rootfs", 1)
+        repository = ref.rsplit(":", 1)[0]
+        base = ref.replace(repository, repository + "-rootfs", 1)
         with open(tarball, "rb") as handle:
             result = subprocess.run(
                 ["docker", "import", "-", base], stdin=handle, capture_output=True, text=True
             )
         if result.returncode != 0:
             raise RuntimeError(f"docker import of {tarball} failed: {result.stderr[-2000:]}")
-        dockerfile = f"FROM {base}\nSTOPSIGNAL {STOPSIGNAL}\nCMD {CMD}\n"
+        dockerfile = f"FROM {base}\n{dockerfile_tail}"
         client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=ref, rm=True)
     return ref
 
@@ -125,33 +150,66 @@ def _run(*command: str) -> None:
         )
 
 
-def _build_rootfs_tarball(tarball: Path) -> None:
-    """debootstrap + nginx into a directory, tarred to ``tarball`` (atomically)."""
+def _configure_nginx(root: Path) -> None:
+    (root / "etc/nginx/nginx.conf").write_text(NGINX_CONF)
+    for leftover in (root / "etc/nginx/sites-enabled").glob("*"):
+        leftover.unlink()
+
+
+def _minbase(root: Path) -> bool:
+    """A bookworm minbase root at ``root``: debootstrapped once, then unpacked
+    from its tarball in CACHE (every image built here starts from it). True
+    when it came from the cache (its package lists may be old)."""
+    key = hashlib.sha256(f"{SUITE} {MIRROR}".encode()).hexdigest()[:12]
+    tarball = CACHE / f"minbase-{key}.tar"
+    with _locked(CACHE / "minbase.lock"):
+        if not tarball.is_file():
+            _run("debootstrap", "--variant=minbase", SUITE, str(root), MIRROR)
+            for deb in (root / "var/cache/apt/archives").glob("*.deb"):
+                deb.unlink()  # debootstrap's downloads, installed already
+            partial = tarball.with_suffix(".partial")
+            _run("tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), ".")
+            os.replace(partial, tarball)
+            return False
+    root.mkdir()
+    _run("tar", "-C", str(root), "--numeric-owner", "-xf", str(tarball))
+    return True
+
+
+def _build_rootfs_tarball(
+    tarball: Path, packages: Sequence[str], configure: Callable[[Path], None]
+) -> None:
+    """A minbase root + ``packages`` in a directory, ``configure``d, tarred to
+    ``tarball`` (atomically)."""
     if shutil.which("debootstrap") is None:
         raise RuntimeError("debootstrap is missing: run scripts/host-packages.sh as root")
-    work = Path(tempfile.mkdtemp(prefix="nginx-rootfs-", dir=tarball.parent))
+    work = Path(tempfile.mkdtemp(prefix=f"{tarball.stem}-rootfs-", dir=tarball.parent))
     root = work / "root"
     proc = root / "proc"
     try:
-        _run("debootstrap", "--variant=minbase", SUITE, str(root), MIRROR)
+        update = "apt-get update -q && " if _minbase(root) else ""
         _run("mount", "-t", "proc", "proc", str(proc))
+        # No service a package's postinst would start runs inside the build root.
+        policy = root / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
         try:
             _run(
                 "chroot",
                 str(root),
                 "sh",
                 "-c",
-                "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
-                + " ".join(PACKAGES)
+                update
+                + "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+                + " ".join(packages)
                 + " && apt-get clean",
             )
         finally:
             _run("umount", str(proc))
+        policy.unlink()
         for path in ("var/lib/apt/lists", "usr/share/doc", "usr/share/man", "usr/share/locale"):
             shutil.rmtree(root / path, ignore_errors=True)
-        (root / "etc/nginx/nginx.conf").write_text(NGINX_CONF)
-        for leftover in (root / "etc/nginx/sites-enabled").glob("*"):
-            leftover.unlink()
+        configure(root)
         partial = work / "rootfs.tar"
         _run("tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), ".")
         os.replace(partial, tarball)
