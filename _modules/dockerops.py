@@ -654,6 +654,12 @@ def _restic():
     return _backup.repository(settings, cache_dir=cache)
 
 
+def _failed(doing, err):
+    """A backup function's failure as a return (``result: False``, exit code 1),
+    shaped like the others: a repository fault is an answer, not a crash."""
+    return _backup.Outcome(False, f"{doing} failed: {err}", {}, {})
+
+
 def _backup_return(outcome, whole_return=True):
     if outcome.result is False:
         __context__["retcode"] = 1
@@ -776,9 +782,13 @@ def verify_backup(name, id=None):  # pylint: disable=redefined-builtin
         salt '*' dockerops.verify_backup web 1a2b3c4d
     """
     spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
-    outcome = _backup.verify_backup(
-        spec, _restic(), _records.state_dir(__opts__), __opts__["id"], id
-    )
+    restic = _restic()
+    try:
+        outcome = _backup.verify_backup(
+            spec, restic, _records.state_dir(__opts__), __opts__["id"], id
+        )
+    except _errors.DockerError as err:
+        outcome = _failed(f"verifying the backup of {name}", err)
     return _backup_return(outcome)
 
 
@@ -823,9 +833,12 @@ def restore(name, id="latest", test=None, undo=False, **kwargs):  # pylint: disa
     say = lambda text: log.info("dockerops restore %s: %s", name, text)  # noqa: E731
     if undo:
         return _backup_return(_backup.undo_restore(_docker(), spec, state_dir, jid, say))
-    outcome = _backup.restore_service(
-        _docker(), spec, _restic(), state_dir, __opts__["id"], id, _test(test), jid, say
-    )
+    try:
+        outcome = _backup.restore_service(
+            _docker(), spec, _restic(), state_dir, __opts__["id"], id, _test(test), jid, say
+        )
+    except _errors.DockerError as err:
+        outcome = _failed(f"restore of {name}", err)
     return _backup_return(outcome)
 
 
@@ -849,5 +862,8 @@ def prune_backups(name, test=None):
         salt '*' dockerops.prune_backups web test=True
     """
     spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
-    outcome = _backup.prune_backups(spec, _restic(), __opts__["id"], test=_test(test))
+    try:
+        outcome = _backup.prune_backups(spec, _restic(), __opts__["id"], test=_test(test))
+    except _errors.DockerError as err:
+        outcome = _failed(f"pruning the backups of {name}", err)
     return _backup_return(outcome)

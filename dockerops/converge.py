@@ -219,6 +219,14 @@ def converge(
     listed = host.managed(spec.name)
     actions = plan(host, spec, version, state_dir, listed)
     outcome = ServiceResult(spec.name, spec.replicas, actions, listed=listed)
+    # Replicas killed mid-restore may run on the restored data with the previous
+    # data aside: not "in the desired state" until undone (one stat, no Docker call).
+    interrupted = interrupted_restore(state_dir, spec.name)
+    if interrupted:
+        outcome.result = False
+        outcome.errors.append(interrupted)
+        outcome.actions = []
+        return outcome
     # The version ..data points at now: read once, it serves all three uses below.
     previous_version = store.current() if store else None
     if store is not None and rendered is not None and not config_reported:

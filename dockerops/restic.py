@@ -91,6 +91,9 @@ KINDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 
 
+_KIND_PATTERNS = tuple(pattern for _, _, patterns in KINDS for pattern in patterns)
+
+
 def classify(stderr: str) -> tuple[str, str]:
     """``(kind, meaning)`` of a failed restic run from what it printed."""
     text = stderr.lower()
@@ -103,11 +106,14 @@ def classify(stderr: str) -> tuple[str, str]:
 def fatal_lines(stderr: str, limit: int = 5) -> str:
     """The lines of restic's stderr worth quoting (its errors, not its progress)."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    # Also the lines :func:`classify` reads: check's "Pack ID does not match"
+    # names the damaged pack, its "Fatal:" line does not.
     wanted = [
         line
         for line in lines
         if line.startswith(("Fatal:", "error", "Error", "ignoring error", "unable", "Load("))
         or "error" in line.lower()
+        or any(pattern in line.lower() for pattern in _KIND_PATTERNS)
     ]
     chosen = (wanted or lines)[-limit:]
     return "; ".join(line[:300] for line in chosen)
