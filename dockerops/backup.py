@@ -42,6 +42,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import os
 import posixpath
@@ -60,7 +61,7 @@ from .client import translate_errors
 from .errors import DockerError, SpecError
 from .health import min_healthy_time
 from .host import DockerHost, bounded_tail
-from .lock import RolloutLock, _alive
+from .lock import RolloutLock
 from .masking import redact
 from .records import read_mapping, save_json
 from .replicas import ActualReplica
@@ -150,15 +151,35 @@ class Journal:
             self.path.unlink()
 
 
-def interrupted_restore(state_dir: str, service: str) -> str | None:
+def _restore_running(state_dir: str, service: str) -> bool:
+    """Whether a restore of ``service`` runs now: its backup lock's flock is
+    held (not its recorded pid, which a reboot may have given to another
+    process)."""
+    path = RolloutLock(state_dir, service, scope="backup").path
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def interrupted_restore(state_dir: str, service: str, holding: bool = False) -> str | None:
     """What an interrupted restore of ``service`` left, and how to recover;
     None when none was interrupted. State runs refuse to start the service
-    meanwhile: its data directory may be missing or half swapped."""
+    meanwhile: its data directory may be missing or half swapped.
+
+    A restore running now (its backup lock held) was not interrupted; a caller
+    ``holding`` that lock itself knows none runs."""
     journal = Journal(state_dir, service, "restore").load()
     if not journal:
         return None
-    pid = journal.get("pid")
-    if journal.get("host") == socket.gethostname() and isinstance(pid, int) and _alive(pid):
+    if not holding and _restore_running(state_dir, service):
         return None  # running now: its lock answers for it
     places = []
     for entry in journal.get("paths") or []:
@@ -610,7 +631,7 @@ def backup_service(
             recovered = finish_window(host, spec, state_dir, say)
             if recovered:
                 outcome.data["recovered"] = recovered
-            journal = interrupted_restore(state_dir, spec.name)
+            journal = interrupted_restore(state_dir, spec.name, holding=True)
             if journal:
                 raise BackupError(journal)
             writers = _writers(host, spec, covered)
@@ -1096,8 +1117,9 @@ def restore_service(
     try:
         with _locks(state_dir, spec.name, "restore", jid, rollout=True):
             outcome.data["recovered"] = finish_window(host, spec, state_dir, say)
-            if interrupted_restore(state_dir, spec.name):  # meanwhile
-                raise BackupError(str(interrupted_restore(state_dir, spec.name)))
+            meanwhile = interrupted_restore(state_dir, spec.name, holding=True)
+            if meanwhile:
+                raise BackupError(meanwhile)
             record = {
                 "service": spec.name,
                 "host": socket.gethostname(),
@@ -1429,8 +1451,9 @@ def _restore_via_helper(
     secrets = [*spec.secret_values, restic.password]
     try:
         with _locks(state_dir, spec.name, "restore", jid, rollout=True):
-            if interrupted_restore(state_dir, spec.name):
-                raise BackupError(str(interrupted_restore(state_dir, spec.name)))
+            meanwhile = interrupted_restore(state_dir, spec.name, holding=True)
+            if meanwhile:
+                raise BackupError(meanwhile)
             outcome.data["recovered"] = finish_window(host, spec, state_dir, say)
             staging = volumes.make_staging(host, spec.name, now())
             record: dict[str, Any] = {

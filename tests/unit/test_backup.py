@@ -102,3 +102,27 @@ LISTED = {"a": ("file", 3), "d": ("dir", 0), "d/b": ("file", 0), "l": ("symlink"
 )
 def test_compare_a_restored_tree_with_the_listing(found, problems):
     assert _compare(LISTED, found) == problems
+
+
+def test_a_journal_left_by_a_dead_restore_is_reported_not_one_being_run(tmp_path) -> None:
+    from dockerops.backup import Journal, interrupted_restore
+    from dockerops.lock import RolloutLock
+
+    state_dir = str(tmp_path)
+    assert interrupted_restore(state_dir, "web") is None
+    entry = {"path": "/srv/dockerops/web/data", "phase": "aside"}
+    entry["aside_path"] = "/srv/dockerops/web/data.before-restore-20260101T000000Z"
+    # The pid of the process that wrote it is alive (as after a reboot that
+    # gave its pid to another process): only the lock says whether it runs.
+    Journal(state_dir, "web", "restore").save(
+        {"snapshot": "abcdef0123", "started": "then", "pid": 1, "paths": [entry]}
+    )
+    text = interrupted_restore(state_dir, "web")
+    assert text is not None
+    assert "is kept at /srv/dockerops/web/data.before-restore-20260101T000000Z" in text
+    assert "dockerops.restore web undo=True" in text
+    lock = RolloutLock(state_dir, "web", scope="backup")
+    with lock.held(None, "restore"):
+        assert interrupted_restore(state_dir, "web") is None
+        assert interrupted_restore(state_dir, "web", holding=True) == text
+    assert interrupted_restore(state_dir, "web") == text
