@@ -65,13 +65,15 @@ from .lock import RolloutLock
 from .masking import redact
 from .records import read_mapping, save_json
 from .replicas import ActualReplica
-from .restic import BackupSummary, Restic, Snapshot
+from .restic import BackupSummary, Restic, ResticError, Snapshot
 from .spec import PILLAR_KEY, BackupSettings, DataMount, ServiceSpec, check_service_name
 
 # Snapshots whose sizes the record remembers (restic 0.14 does not list them).
 SNAPSHOTS_KEPT = 500
 VERIFIED_KEPT = 50
 TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+# A backup applies the keep policy at most this often (see _retention_due).
+RETENTION_EVERY = 3600.0
 
 Send = Callable[[str, dict[str, Any]], Any]
 
@@ -635,13 +637,24 @@ def backup_service(
             if journal:
                 raise BackupError(journal)
             writers = _writers(host, spec, covered)
-            if not restic.initialized():
-                restic.init()
-                say(f"created the restic repository {restic.shown}")
             tags = snapshot_tags(spec, minion, writers)
-            summary = _snapshot(
-                host, spec, restic, covered, writers, tags, minion, when, state_dir, say
-            )
+            # Before replicas are stopped, paused or asked to dump: an unreachable
+            # repository or a wrong password must not cost them anything. Under
+            # none, the backup itself finds out (each restic process spends most
+            # of a second deriving the key: one fewer per backup).
+            if mode != "none" and not restic.initialized():
+                _create(restic, say)
+            try:
+                summary = _snapshot(
+                    host, spec, restic, covered, writers, tags, minion, when, state_dir, say
+                )
+            except ResticError as err:
+                if mode != "none" or err.kind != "uninitialized":
+                    raise
+                _create(restic, say)
+                summary = _snapshot(
+                    host, spec, restic, covered, writers, tags, minion, when, state_dir, say
+                )
         outcome.data["snapshot"] = summary.snapshot_id
         entry = {
             "time": started,
@@ -685,9 +698,10 @@ def backup_service(
         _fire(send, spec, "failure", {**failure, "environment": spec.environment})
         outcome.data["steps"] = steps
         return outcome
-    if policy:
+    if policy and _retention_due(state_dir, spec.name, started):
         try:
             kept, removed = restic.forget(policy, scope_tags(spec.name), minion)
+            BackupRecord(state_dir, spec.name).update(last_retention=started)
             outcome.changes["forgotten"] = [snap.short_id for snap in removed]
             outcome.data["kept"] = [snap.short_id for snap in kept]
             say(f"retention kept {len(kept)}, forgot {len(removed)}")
@@ -696,6 +710,20 @@ def backup_service(
             outcome.comment += f"; retention failed: {redact(str(err), secrets)}"
     outcome.data["steps"] = steps
     return outcome
+
+
+def _create(restic: Restic, say: Callable[[str], None]) -> None:
+    restic.init()
+    say(f"created the restic repository {restic.shown}")
+
+
+def _retention_due(state_dir: str, service: str, now: float) -> bool:
+    """Whether a backup at ``now`` applies the keep policy: when the last
+    time it was applied is :data:`RETENTION_EVERY` ago or more. Backups more
+    frequent than that keep a few snapshots longer (never fewer) and skip
+    a ``forget --prune`` each; ``dockerops.prune_backups`` applies it at once."""
+    last = BackupRecord(state_dir, service).load().get("last_retention")
+    return not isinstance(last, (int, float)) or now - last >= RETENTION_EVERY
 
 
 def _logger(steps: list[str], log: Callable[[str], None] | None) -> Callable[[str], None]:

@@ -11,6 +11,7 @@ healthy after.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import time
@@ -327,3 +328,37 @@ def test_a_backup_command_past_its_timeout_is_killed_with_its_children(
         listed = container.exec_run(["ps", "-o", "args"]).output.decode()
         assert "sleep 30" not in listed, listed
     healthy(docker_client, service_name, 2)
+
+
+def test_backups_within_the_hour_skip_retention_until_it_is_due(
+    salt, docker_client, demo_images, service_name, host_root, repo, minion_opts
+):
+    pillar = backup_pillar(
+        service_name,
+        demo_images["repository"],
+        host_root,
+        repo,
+        consistency="none",
+        keep={"last": 1},
+    )
+    deploy(salt, pillar, service_name, docker_client)
+    # The first backup creates the repository (under none, found by the backup
+    # itself) and applies the policy; the next, minutes later, does not.
+    first = salt.modules.dockerops.backup(service_name)
+    assert first["result"] is True, first["comment"]
+    assert any("created the restic repository" in step for step in first["steps"])
+    assert first["kept"] == [first["snapshot"]]
+    second = salt.modules.dockerops.backup(service_name)
+    assert second["result"] is True, second["comment"]
+    assert "kept" not in second and "forgotten" not in second["changes"]
+    assert len(salt.modules.dockerops.backups(service_name)) == 2
+    # On demand, or once the last retention is an hour old, the policy applies.
+    pruned = salt.modules.dockerops.prune_backups(service_name)
+    assert pruned["forgotten"] == [first["snapshot"]], pruned
+    record = Path(minion_opts["dockerops.state_dir"]) / "backups" / f"{service_name}.json"
+    data = json.loads(record.read_text())
+    data["last_retention"] -= 3600
+    record.write_text(json.dumps(data))
+    third = salt.modules.dockerops.backup(service_name)
+    assert third["changes"]["forgotten"] == [second["snapshot"]], third
+    assert [b["id"] for b in salt.modules.dockerops.backups(service_name)] == [third["snapshot"]]
