@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all setup host venv docker demo test lint unit functional integration bench clean
+.PHONY: all setup host venv docker demo test lint unit functional integration bench bench-backup clean
 
 all: test
 
@@ -52,6 +52,10 @@ test: setup lint
 
 bench: setup
 	$(BIN)/python bench/noop_highstate.py
+	$(BIN)/python bench/backup.py
+
+bench-backup: setup
+	$(BIN)/python bench/backup.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -17,6 +17,8 @@ command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need="$need 
 command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || need="$need logrotate"
 # The backup tests run Debian's restic (snapshots, and the volume helper image holds it).
 command -v restic >/dev/null 2>&1 || need="$need restic"
+# The backup bench (make bench, bench/backup.py) compares restic with tar | zstd.
+command -v zstd >/dev/null 2>&1 || need="$need zstd"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages:$need (run as root, or: apt-get install$need)" >&2
