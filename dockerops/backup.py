@@ -61,7 +61,7 @@ from .client import translate_errors
 from .errors import DockerError, SpecError
 from .health import min_healthy_time
 from .host import DockerHost, bounded_tail
-from .lock import RolloutLock
+from .lock import LockHeld, RolloutLock
 from .masking import redact
 from .records import read_mapping, save_json
 from .replicas import ActualReplica
@@ -483,6 +483,27 @@ def _kill_tree(pid: int) -> None:
     for victim in doomed:
         with contextlib.suppress(OSError):
             os.kill(victim, 9)
+
+
+def recover_window(
+    host: DockerHost, spec: ServiceSpec, state_dir: str, log: Callable[[str], None]
+) -> list[str]:
+    """For a state run: bring back replicas a killed backup left stopped or
+    paused (a paused replica counts as live to the plan, and would stay
+    frozen until the next backup). Nothing when no backup was interrupted, or
+    one runs now (its window is its own); costs one stat otherwise."""
+    journal = Journal(state_dir, spec.name, "window")
+    if not journal.path.exists():
+        return []
+    lock = RolloutLock(state_dir, spec.name, scope="backup")
+    try:
+        lock.acquire(None, "recovery of an interrupted backup")
+    except LockHeld:
+        return []
+    try:
+        return finish_window(host, spec, state_dir, log)
+    finally:
+        lock.release()
 
 
 def run_exec(

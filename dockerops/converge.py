@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backup import interrupted_restore
+from .backup import interrupted_restore, recover_window
 from .config import ConfigStore, RenderedConfig
 from .configcheck import (
     ReloadReport,
@@ -216,9 +216,18 @@ def converge(
         raise ValueError(f"service {spec.name} has a config directory: pass its rendering")
     version = rendered.version if rendered else None
     store = _store(spec)
+    recovered: list[str] = []
+    if not test:
+        try:
+            recovered = recover_window(host, spec, state_dir, lambda _text: None)
+        except DockerError as err:
+            failed = ServiceResult(spec.name, spec.replicas, [], result=False)
+            failed.errors.append(str(err))
+            return failed
     listed = host.managed(spec.name)
     actions = plan(host, spec, version, state_dir, listed)
     outcome = ServiceResult(spec.name, spec.replicas, actions, listed=listed)
+    outcome.recovered.extend(recovered)
     # Replicas killed mid-restore may run on the restored data with the previous
     # data aside: not "in the desired state" until undone (one stat, no Docker call).
     interrupted = interrupted_restore(state_dir, spec.name)

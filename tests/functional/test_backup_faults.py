@@ -636,3 +636,49 @@ def test_backup_killed_while_replicas_are_stopped_starts_them_next_time(
     assert set(now) == ids
     assert all(run and health == "healthy" for _, run, health in now.values()), now
     assert not window.exists()
+
+
+def test_backup_killed_while_replicas_are_paused_a_state_run_unpauses_them(
+    shared, docker_client, salt_call, tmp_path
+):
+    shared.use(shared.pillar(consistency="pause"))
+    salt_call.set_pillar(shared.pillar(consistency="pause"))
+    ids = set(replicas_now(docker_client, shared.name))
+    slow = tmp_path / "slow-bin"
+    slow.mkdir()
+    (slow / "restic").write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do [ "$arg" = backup ] && sleep 30; done\n'
+        f'exec {shutil.which("restic")} "$@"\n'
+    )
+    (slow / "restic").chmod(0o755)
+    window = shared.state_dir / "backups" / f"{shared.name}.window.json"
+    proc = start_call(
+        salt_call,
+        "dockerops.backup",
+        shared.name,
+        env={"PATH": f"{slow}:{os.environ['PATH']}"},
+    )
+
+    def paused() -> bool:
+        if not window.exists():
+            return False
+        found = containers(docker_client, shared.name).values()
+        return len(found) == 2 and all(c.attrs["State"]["Paused"] for c in found)
+
+    kill_when(proc, paused)
+    time.sleep(1)
+    assert window.exists()
+
+    # A paused replica counts as live to the plan: the state run unpauses it.
+    ret = shared.salt.states.dockerops.running(name=shared.name)
+    assert ret.result is True, ret.comment
+    recovered = ret.changes["recovered"]
+    assert len(recovered) == 2 and all("paused: brought back" in line for line in recovered)
+    now = replicas_now(docker_client, shared.name)
+    assert set(now) == ids
+    assert all(run and health == "healthy" for _, run, health in now.values()), now
+    assert not window.exists()
+    assert not any(
+        c.attrs["State"]["Paused"] for c in containers(docker_client, shared.name).values()
+    )

@@ -23,6 +23,14 @@ def test_highstate_lands_each_environments_differences(
                         "image": repo,
                         "ports": [{"container": 8080, "host": free_ports(6)}],
                         "config": {"root": str(tmp_path / minion_id / "web" / "config")},
+                        # Lists are replaced when pillar merges: the example's data mount
+                        # moves under this test's allowed path.
+                        "data": [
+                            {
+                                "host": str(tmp_path / minion_id / "web" / "data"),
+                                "container": "/data",
+                            }
+                        ],
                     }
                 },
             }
