@@ -1265,27 +1265,9 @@ def _swap_and_start(
 ) -> None:
     """Stop the replicas, swap each restored directory in (the current one
     kept aside), start and wait; on failure, swap back and start again."""
-    running = sorted(
-        (c for c in host.managed(spec.name) if c.state in ("running", "paused")),
-        key=lambda c: c.index or 0,
+    running, touched = _stop_for_restore(
+        host, spec, record, journal, say, lambda: _drop_staging(record)
     )
-    record["containers"] = [[c.id, c.name, "stopped"] for c in running]
-    journal.save(record)
-    for replica in running:
-        if replica.state == "paused":
-            with translate_errors(f"unpausing {replica.name}"):
-                host.api.unpause(replica.id)
-    failures = [
-        err
-        for err in _parallel(lambda replica: stop_replica(host, replica, say), running)
-        if err is not None
-    ]
-    touched = [(c.id, c.name, "stopped") for c in running]
-    if failures:
-        back = bring_back(host, spec, touched, say)
-        _drop_staging(record)
-        journal.clear()
-        raise BackupError(f"stopping {spec.name}: {failures[0]}; {'; '.join(back)}".rstrip("; "))
     problems: list[str] = []
     try:
         for entry in record["paths"]:
@@ -1327,6 +1309,41 @@ def _swap_and_start(
         f"restoring snapshot {str(record['snapshot'])[:8]}: "
         f"{'; '.join(problems)}. The previous data is back in place; {health}"
     )
+
+
+def _stop_for_restore(
+    host: DockerHost,
+    spec: ServiceSpec,
+    record: dict[str, Any],
+    journal: Journal,
+    say: Callable[[str], None],
+    drop_staging: Callable[[], None],
+) -> tuple[list[ActualReplica], list[tuple[str, str, str]]]:
+    """Stop every live replica (journalled first; paused ones unpaused, as a
+    stop needs); if one will not stop, start them again, drop the staging copy
+    and fail with nothing swapped. The replicas, and what bring_back restarts."""
+    running = sorted(
+        (c for c in host.managed(spec.name) if c.state in ("running", "paused")),
+        key=lambda c: c.index or 0,
+    )
+    record["containers"] = [[c.id, c.name, "stopped"] for c in running]
+    journal.save(record)
+    touched = [(c.id, c.name, "stopped") for c in running]
+    for replica in running:
+        if replica.state == "paused":
+            with translate_errors(f"unpausing {replica.name}"):
+                host.api.unpause(replica.id)
+    failures = [
+        err
+        for err in _parallel(lambda replica: stop_replica(host, replica, say), running)
+        if err is not None
+    ]
+    if failures:
+        back = bring_back(host, spec, touched, say)
+        drop_staging()
+        journal.clear()
+        raise BackupError(f"stopping {spec.name}: {failures[0]}; {'; '.join(back)}".rstrip("; "))
+    return running, touched
 
 
 def _stop_all(host: DockerHost, replicas: list[ActualReplica]) -> None:
@@ -1567,28 +1584,10 @@ def _helper_swap_and_start(
     mounts: list[DataMount],
     say: Callable[[str], None],
 ) -> None:
-    running = sorted(
-        (c for c in host.managed(spec.name) if c.state in ("running", "paused")),
-        key=lambda c: c.index or 0,
-    )
-    record["containers"] = [[c.id, c.name, "stopped"] for c in running]
-    journal.save(record)
-    touched = [(c.id, c.name, "stopped") for c in running]
-    for replica in running:
-        if replica.state == "paused":
-            with translate_errors(f"unpausing {replica.name}"):
-                host.api.unpause(replica.id)
-    failures = [
-        err
-        for err in _parallel(lambda replica: stop_replica(host, replica, say), running)
-        if err is not None
-    ]
     staging = record["staging_volume"]
-    if failures:
-        back = bring_back(host, spec, touched, say)
-        volumes.drop_staging(host, staging)
-        journal.clear()
-        raise BackupError(f"stopping {spec.name}: {failures[0]}; {'; '.join(back)}")
+    running, touched = _stop_for_restore(
+        host, spec, record, journal, say, lambda: volumes.drop_staging(host, staging)
+    )
     problems: list[str] = []
     try:
         for entry, mount in zip(record["paths"], mounts, strict=True):

@@ -593,13 +593,9 @@ def test_restore_killed_after_the_swap_is_undone(shared, docker_client, salt_cal
     assert mod.backup(shared.name)["result"] is True  # nothing refused any more
 
 
-def test_backup_killed_while_replicas_are_stopped_starts_them_next_time(
-    shared, docker_client, salt_call, tmp_path
-):
-    shared.use(shared.pillar(consistency="stop"))
-    salt_call.set_pillar(shared.pillar(consistency="stop"))
-    ids = set(replicas_now(docker_client, shared.name))
-    # restic's snapshot takes a while here (a slow disk): the real restic, 30 s late.
+def slow_restic(tmp_path: Path) -> Path:
+    """A directory whose ``restic`` is the real one, 30 s late for ``backup``
+    (a slow disk): put first on PATH, it holds a backup's window open."""
     slow = tmp_path / "slow-bin"
     slow.mkdir()
     (slow / "restic").write_text(
@@ -608,6 +604,16 @@ def test_backup_killed_while_replicas_are_stopped_starts_them_next_time(
         f'exec {shutil.which("restic")} "$@"\n'
     )
     (slow / "restic").chmod(0o755)
+    return slow
+
+
+def test_backup_killed_while_replicas_are_stopped_starts_them_next_time(
+    shared, docker_client, salt_call, tmp_path
+):
+    shared.use(shared.pillar(consistency="stop"))
+    salt_call.set_pillar(shared.pillar(consistency="stop"))
+    ids = set(replicas_now(docker_client, shared.name))
+    slow = slow_restic(tmp_path)
     window = shared.state_dir / "backups" / f"{shared.name}.window.json"
     proc = start_call(
         salt_call,
@@ -644,14 +650,7 @@ def test_backup_killed_while_replicas_are_paused_a_state_run_unpauses_them(
     shared.use(shared.pillar(consistency="pause"))
     salt_call.set_pillar(shared.pillar(consistency="pause"))
     ids = set(replicas_now(docker_client, shared.name))
-    slow = tmp_path / "slow-bin"
-    slow.mkdir()
-    (slow / "restic").write_text(
-        "#!/bin/sh\n"
-        'for arg in "$@"; do [ "$arg" = backup ] && sleep 30; done\n'
-        f'exec {shutil.which("restic")} "$@"\n'
-    )
-    (slow / "restic").chmod(0o755)
+    slow = slow_restic(tmp_path)
     window = shared.state_dir / "backups" / f"{shared.name}.window.json"
     proc = start_call(
         salt_call,
