@@ -1380,8 +1380,17 @@ class BackupSettings(_Model):
     @field_validator("password")
     @classmethod
     def _password(cls, value: str | None) -> str | None:
-        if value is not None and (not value or "\x00" in value or "\n" in value):
+        if value is None:
+            return None
+        if not value or "\x00" in value or "\n" in value:
             raise ValueError("a password is one non-empty line")
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise ValueError("a password is UTF-8 text") from None
+        # Handed to restic through a pipe, whose buffer holds it whole.
+        if size > 4096:
+            raise ValueError("a password is at most 4096 bytes")
         return value
 
     @property

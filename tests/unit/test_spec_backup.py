@@ -105,6 +105,8 @@ def test_a_tmpfs_volume_cannot_be_backed_up() -> None:
         ({"repository": "/"}, "dockerops:backup:repository: not /"),
         ({"password": ""}, "dockerops:backup:password: a password is one non-empty line"),
         ({"password": "sec\nret"}, "dockerops:backup:password: a password is one non-empty line"),
+        ({"password": "\udcff-half-a-surrogate"}, "dockerops:backup:password: a password is UTF-8"),
+        ({"password": "x" * 5000}, "dockerops:backup:password: a password is at most 4096 bytes"),
     ],
 )
 def test_bad_repository_settings_are_refused(root: dict[str, Any], expected: str) -> None:
