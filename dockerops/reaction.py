@@ -104,7 +104,7 @@ class ReactionLog:
             entry = {
                 "time": now,
                 "event": kind,
-                "replica": event.get("replica"),
+                "slot": event.get("slot", event.get("replica")),
                 "container": event.get("container"),
                 "image": event.get("image"),
                 "reason": event.get("reason"),

@@ -41,6 +41,8 @@ def _fire(
             "tag": f"{service}/{kind}",
             "event": kind,
             "service": service,
+            "slot": row.get("slot"),
+            # The slot, under the name earlier releases used (reactors may read it).
             "replica": row.get("slot"),
             "container": row.get("container"),
             "container_id": row.get("id"),

@@ -108,7 +108,7 @@ def test_the_beacon_fires_once_per_change_and_the_reactor_restarts_once(
     kinds = [kind for _, kind in seen]
     assert "crash_loop" in kinds and "gave_up" in kinds, seen
     first = next(e.data for e in events if e.data["event"] == "crash_loop")
-    assert first["service"] == SERVICE and first["replica"] == 1
+    assert first["service"] == SERVICE and first["slot"] == first["replica"] == 1
     assert first["environment"] == "integration"
     assert first["image"].endswith(":1.0")
     assert first["reason"].startswith("restarted 3 times in the last 1m")

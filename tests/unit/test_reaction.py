@@ -54,6 +54,10 @@ def test_a_second_give_up_within_the_window_is_only_reported(tmp_path: Path) -> 
         ("gave_up", "report"),
     ]
     assert record["m1/web"][0]["reason"] == "restarted 3 times"
+    # The slot, from an event of an earlier beacon (``replica``) or of this one.
+    assert record["m1/web"][0]["slot"] == 1
+    log.react("m3", "web", {"event": "crash_loop", "slot": 2, "replica": 2}, 170.0)
+    assert json.loads((tmp_path / "reactions.json").read_text())["m3/web"][0]["slot"] == 2
     # The window is configurable.
     assert log.react("m1", "web", event, 200.0, window="30s").action == "restart"
 

@@ -142,6 +142,7 @@ def test_an_event_names_the_service_replica_environment_and_image() -> None:
             "tag": "web/crash_loop",
             "event": "crash_loop",
             "service": "web",
+            "slot": 2,
             "replica": 2,
             "container": "web-1",
             "container_id": "aaaaaaaaaaaa",
