@@ -22,6 +22,8 @@ try:
     if HAS_LIB:
         from dockerops import backup as _backup
         from dockerops import client as _client
+        from dockerops import configimage as _configimage
+        from dockerops import configmode as _configmode
         from dockerops import converge as _converge
         from dockerops import errors as _errors
         from dockerops import events as _events
@@ -65,7 +67,30 @@ def _privileged():
 
 
 def _docker():
-    return _host.minion_host(__opts__, __context__)
+    """The minion's Docker host, with pillar's registry credentials for pulls."""
+    host = _host.minion_host(__opts__, __context__)
+    raw = __pillar__.get("dockerops")
+    if isinstance(raw, dict) and raw.get("registries"):
+        host.registries = _spec.load_root(__pillar__).registries
+    return host
+
+
+def _rendered(spec):
+    """``spec``'s config, rendered (files from etcd read with ``dockerops:etcd``)."""
+    etcd = _spec.load_root(__pillar__).etcd if spec.etcd_files else None
+    return _render.render_service_config(spec, __salt__, etcd=etcd)
+
+
+def _to_run(host, spec, test, build=None):
+    """What converging ``spec`` runs (:mod:`dockerops.configmode`): a config
+    image is found in the registry, or built and pushed (not under ``test``)."""
+    rendered = _rendered(spec)
+    if not _configmode.uses_image(spec):
+        return _configmode.Running(spec, rendered)
+    registries = _spec.load_root(__pillar__).registries
+    return _configmode.running(
+        host, spec, rendered, registries, _records.state_dir(__opts__), test=test, build=build
+    )
 
 
 def _closes_clients(func):
@@ -157,11 +182,82 @@ def services():
         salt '*' dockerops.services
     """
     specs = _spec.load_services(__pillar__, allow_privileged=_privileged())
+    host = _docker()
     versions = {}
+    running = []
     for spec in specs:
-        rendered = _render.render_service_config(spec, __salt__)
+        # A config image is looked up, never built, here.
+        run = _to_run(host, spec, test=True)
+        rendered = run.rendered
         versions[spec.name] = rendered.version if rendered else None
-    return _status.services_overview(_docker(), specs, versions)
+        if run.image is not None:
+            versions[spec.name] = run.image.version
+        running.append(run.spec)
+    return _status.services_overview(host, running, versions)
+
+
+@_closes_clients
+def build_config_image(name, test=None):
+    """
+    Build service ``name``'s config image and push it to its registry.
+
+    The final image of the layered standard: the service's app image
+    (``image:tag``) plus its rendered ``config:files`` at ``config:path`` as
+    one last layer, tagged ``<tag>-<environment_short>-<config hash>`` in the
+    app's repository (``dockerops:environment_short``, default: the
+    environment), labelled with ``org.opencontainers.image.version``,
+    ``.base.name``, ``.base.digest`` and ``io.dockerops.config.version``.
+    Builds are reproducible (fixed file times and modes: the same inputs give
+    the same image ID), and the registry is asked first: a tag already there
+    is neither built nor pushed again. Credentials come from
+    ``dockerops:registries``.
+
+    Works for any service with a config directory; a service with
+    ``config:mode: image`` runs this image (its state builds it where
+    ``config:build`` allows).
+
+    test
+        Say whether it would be built, and its tag; build nothing.
+
+    Returns ``ref``, ``tag``, ``config_version`` (of the files and
+    ``config:path``), ``image_id``, ``digest`` (``ref@digest`` pins it),
+    ``base``, ``base_digest``, ``built``, ``pushed`` and a ``comment``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt 'build-1' dockerops.build_config_image web
+        salt 'build-1' dockerops.build_config_image web test=True
+    """
+    spec = _spec.load_service(
+        __pillar__, _spec.check_service_name(name), allow_privileged=_privileged()
+    )
+    if spec.config is None:
+        raise SaltInvocationError(
+            f"service {name} has no config (dockerops:services:{name}:config)"
+        )
+    host = _docker()
+    registries = _spec.load_root(__pillar__).registries
+    image = _configimage.ensure_config_image(
+        host.api, spec, _rendered(spec), registries, build=True, test=_test(test)
+    )
+    out = {
+        "result": True,
+        "ref": image.ref,
+        "tag": image.tag,
+        "config_version": image.version,
+        "image_id": image.image_id,
+        "base": image.base_ref,
+        "base_digest": image.base_digest,
+        "digest": image.digest,
+        "built": image.built,
+        "pushed": image.pushed,
+        "comment": image.comment,
+    }
+    if _test(test):
+        out["test"] = True
+    return out
 
 
 def services_with_config():
@@ -389,11 +485,11 @@ def apply(name=None, test=None, **kwargs):
     for spec in specs:
         # One service's failure (bad template, daemon error) does not stop the others.
         try:
-            rendered = _render.render_service_config(spec, __salt__)
+            run = _to_run(host, spec, _test(test))
             result = _converge.converge(
                 host,
-                spec,
-                rendered,
+                run.spec,
+                run.rendered,
                 state_dir=_records.state_dir(__opts__),
                 test=_test(test),
                 progress=_progress(spec.name),
@@ -478,22 +574,30 @@ def rolling_update(
     overrides = {"update": update} if update else {}
     if tag is not None:
         overrides["tag"] = str(tag)
+    return _rolling_update(name, overrides, test, _jid(kwargs))
+
+
+def _rolling_update(name, overrides, test, jid, exact=False):
+    """``rolling_update``; ``exact``: the tag names what to run as it is (a
+    rollback to a config image from the history), nothing is built."""
     pillar_spec = _spec.load_service(__pillar__, name, allow_privileged=_privileged())
     spec = _spec.load_service(__pillar__, name, overrides, allow_privileged=_privileged())
     host = _docker()
     state_dir = _records.state_dir(__opts__)
-    rendered = _render.render_service_config(spec, __salt__)
-    running = sorted({c.image for c in host.managed(name)})
     test = _test(test)
+    run = _configmode.exact(spec, _rendered(spec)) if exact else _to_run(host, spec, test)
+    asked = spec
+    spec = run.spec
+    running = sorted({c.image for c in host.managed(name)})
     started = time.monotonic()
     result = _converge.converge(
         host,
         spec,
-        rendered,
+        run.rendered,
         state_dir=state_dir,
         test=test,
         progress=None if test else _progress(name),
-        jid=_jid(kwargs),
+        jid=jid,
         history_keep=_records.history_keep(__opts__),
     )
     shaped = _shape(result, whole_return=True)
@@ -505,7 +609,7 @@ def rolling_update(
         except _errors.DockerError:  # the daemon went away: the failure says so already
             now = set()
     note = None
-    if spec.image_ref != pillar_spec.image_ref:
+    if asked.image_ref != pillar_spec.image_ref:
         note = (
             f"{spec.image_ref} is not pillar's version ({pillar_spec.image_ref}): the next "
             "highstate will converge back to pillar's unless pillar is changed"
@@ -557,7 +661,13 @@ def rollback(name, test=None, **kwargs):
             f"the last good version {target} is not of {pillar_spec.image}; roll it with "
             "rolling_update after changing pillar"
         )
-    return rolling_update(name, tag=tag, test=test, **kwargs)
+    # rolling_update's update settings apply to the rollback too.
+    settings = ("parallelism", "order", "health_timeout", "min_healthy_time", "rollback")
+    update = {key: kwargs.pop(key) for key in settings if kwargs.get(key) is not None}
+    overrides = {"tag": tag, **({"update": update} if update else {})}
+    # A config image from the history runs as it is: its config is the one
+    # that was good then, not what pillar renders now.
+    return _rolling_update(name, overrides, test, _jid(kwargs), exact=True)
 
 
 @_closes_clients

@@ -34,6 +34,7 @@ try:
         from dockerops import client as _client
         from dockerops import config as _config
         from dockerops import configcheck as _configcheck
+        from dockerops import configmode as _configmode
         from dockerops import converge as _converge
         from dockerops import events as _events
         from dockerops import host as _host
@@ -188,9 +189,47 @@ def _rendered(spec):
     cached = __context__.get(key)
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
-    rendered = _render.render_service_config(spec, __salt__, __env__)
+    etcd = _root().etcd if spec.etcd_files else None
+    rendered = _render.render_service_config(spec, __salt__, __env__, etcd)
     __context__[key] = (fingerprint, rendered)
     return rendered
+
+
+def _root():
+    """``dockerops`` pillar's top-level settings (registries, etcd), validated."""
+    return _spec.load_root(__pillar__)
+
+
+def _docker_host():
+    """The minion's Docker host, with pillar's registry credentials for pulls."""
+    host = _host.minion_host(__opts__, __context__)
+    raw = __pillar__.get("dockerops")
+    if isinstance(raw, dict) and raw.get("registries"):
+        host.registries = _root().registries
+    return host
+
+
+def _to_run(spec, rendered):
+    """What ``running`` converges to (:mod:`dockerops.configmode`): a config
+    image is found or built once per state run (``config_managed`` and
+    ``running`` both ask)."""
+    if not _configmode.uses_image(spec) or rendered is None:
+        return _configmode.Running(spec, rendered)
+    key = f"dockerops.config_image.{spec.name}"
+    fingerprint = (spec.image_ref, spec.env_short, rendered.version, bool(__opts__["test"]))
+    cached = __context__.get(key)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    run = _configmode.running(
+        _docker_host(),
+        spec,
+        rendered,
+        _root().registries,
+        _records.state_dir(__opts__),
+        test=bool(__opts__["test"]),
+    )
+    __context__[key] = (fingerprint, run)
+    return run
 
 
 def _progress(service):
@@ -244,11 +283,12 @@ def running(name, **overrides):
     try:
         spec = _spec_of(name, overrides)
         __context__.setdefault(_DESIRED_KEY, {})[name] = spec.replicas
-        rendered = _rendered(spec)
+        run = _to_run(spec, _rendered(spec))
+        rendered = run.rendered
         reported = rendered is not None and (__context__.get(_config_key(name)) == rendered.version)
         result = _converge.converge(
-            _host.minion_host(__opts__, __context__),
-            spec,
+            _docker_host(),
+            run.spec,
             rendered,
             state_dir=_records.state_dir(__opts__),
             test=__opts__["test"],
@@ -308,6 +348,8 @@ def config_managed(name, **overrides):
             ret["comment"] = f"Service {name} has no config directory"
             return ret
         rendered = _rendered(spec)
+        if _configmode.uses_image(spec):
+            return _config_image_state(ret, spec, _to_run(spec, rendered).image)
         store = _config.ConfigStore.of(spec)
         current = store.current()
         # dockerops.running in this run need not report this version again.
@@ -361,6 +403,19 @@ def config_managed(name, **overrides):
             f"makes it current and sends {signal}, proving each reload"
         )
     ret["comment"] += "".join(f"; {step}" for step in steps)
+    return ret
+
+
+def _config_image_state(ret, spec, image):
+    """``config_managed`` of a service whose config is baked into an image."""
+    ret["comment"] = f"Config image of {spec.name}: {image.comment}"
+    if image.present and not image.built:
+        return ret
+    ret["changes"] = {"config_image": {"old": None, "new": image.ref}}
+    if __opts__["test"]:
+        ret["result"] = None
+    else:
+        ret["changes"]["image_id"] = image.image_id
     return ret
 
 

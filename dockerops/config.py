@@ -40,14 +40,16 @@ from . import safepath
 from .errors import DockerError
 from .masking import Masker, masked_contents, masked_diff
 from .masking import redact as redact  # re-exported: callers know it from here
-from .spec import ConfigSpec, ServiceSpec
+from .spec import ConfigSpec, EtcdSource, ServiceSpec
 
 CURRENT = "..data"
 VERSION_PREFIX = ".."
 
-# fetch(source_url) -> text ; render(text, template_name, name) -> text
+# fetch(source_url) -> text ; render(text, template_name, name) -> text ;
+# from_store(file_name, etcd_source) -> text
 Fetch = Callable[[str], str]
 Render = Callable[[str, str, str], str]
+FromStore = Callable[[str, EtcdSource], str]
 
 
 class ConfigError(DockerError):
@@ -73,11 +75,25 @@ class RenderedConfig:
         return {f.name: f for f in self.files}
 
 
-def render(spec: ConfigSpec, fetch: Fetch, render_template: Render) -> RenderedConfig:
-    """Render every file of ``spec`` (no host writes) and compute its version."""
+def render(
+    spec: ConfigSpec, fetch: Fetch, render_template: Render, from_store: FromStore | None = None
+) -> RenderedConfig:
+    """Render every file of ``spec`` (no host writes) and compute its version.
+
+    Any file that fails (a source missing, a template error, the store out of
+    reach or a required key missing) fails the whole render: a version is
+    made of every file or not at all, so nothing partial is ever written.
+    """
     files = []
     for name, item in sorted(spec.files.items()):
-        text = fetch(item.source) if item.source is not None else item.contents or ""
+        if item.etcd is not None:
+            if from_store is None:
+                raise ConfigError(f"config file {name} comes from etcd, which is not set up here")
+            text = from_store(name, item.etcd)
+        elif item.source is not None:
+            text = fetch(item.source)
+        else:
+            text = item.contents or ""
         if item.template:
             text = render_template(text, item.template, name)
         files.append(

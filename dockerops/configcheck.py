@@ -77,25 +77,55 @@ def ensure_checked(
     :class:`ConfigCheckFailed` with the command's output (bounded, ``secrets``
     masked) when it fails.
     """
-    command = spec.config.check_command if spec.config else None
-    if spec.config is None or command is None:
+    if spec.config is None or spec.config.check_command is None:
         return None
-    host.ensure_image(spec.image_ref, f"config check of service {spec.name}")
-    image_id = str(host.inspect_image(spec.image_ref).get("Id") or spec.image_ref)
+    return _check_once(
+        host,
+        spec,
+        spec.image_ref,
+        version,
+        [(str(store.version_dir(version)), spec.config.path)],
+        state_dir,
+        secrets,
+    )
+
+
+def ensure_image_checked(
+    host: DockerHost,
+    spec: ServiceSpec,
+    image_ref: str,
+    version: str,
+    state_dir: str,
+    secrets: Iterable[str] = (),
+) -> str | None:
+    """Run ``config.check`` in a throwaway container of the config image
+    ``image_ref`` (``config.mode: image``: the config is inside, nothing is
+    mounted) unless it passed before; as :func:`ensure_checked`."""
+    if spec.config is None or spec.config.check_command is None:
+        return None
+    return _check_once(host, spec, image_ref, version, [], state_dir, secrets)
+
+
+def _check_once(
+    host: DockerHost,
+    spec: ServiceSpec,
+    image_ref: str,
+    version: str,
+    mounts: list[tuple[str, str]],
+    state_dir: str,
+    secrets: Iterable[str],
+) -> str | None:
+    assert spec.config is not None and spec.config.check_command is not None
+    command = spec.config.check_command
+    host.ensure_image(image_ref, f"config check of service {spec.name}")
+    image_id = str(host.inspect_image(image_ref).get("Id") or image_ref)
     key = f"{image_id}/{version}"
     record = ServiceRecord(state_dir, spec.name)
     passed = record.load().get(_CHECKED_KEY)
     passed = [str(k) for k in passed] if isinstance(passed, list) else []
     if key in passed:
         return None
-    run = host.run_check(
-        spec.image_ref,
-        command,
-        [(str(store.version_dir(version)), spec.config.path)],
-        spec.all_env,
-        CHECK_TIMEOUT,
-        spec.name,
-    )
+    run = host.run_check(image_ref, command, mounts, spec.all_env, CHECK_TIMEOUT, spec.name)
     shown = spec.config.check if isinstance(spec.config.check, str) else shlex.join(command)
     if run.exit_code != 0:
         why = (
@@ -106,7 +136,7 @@ def ensure_checked(
         output = textwrap.indent(run.output.rstrip() or "(no output)", "  ")
         message = (
             f"config version {version} of service {spec.name} failed its check "
-            f"({shown} in {spec.image_ref}: {why}); nothing was signalled or restarted:\n{output}"
+            f"({shown} in {image_ref}: {why}); nothing was signalled or restarted:\n{output}"
         )
         raise ConfigCheckFailed(redact(message, secrets))
     data = record.load()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +29,7 @@ from .replicas import (
     DesiredReplica,
     actual_from_list_entry,
 )
-from .spec import check_service_name
+from .spec import RegistrySettings, check_service_name
 
 # Containers stopped at once by remove_all (each stop mostly waits).
 REMOVE_WORKERS = 16
@@ -51,6 +51,16 @@ class DockerHost:
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
         self.api = client.api
+        # dockerops:registries: credentials for pulls, by registry host[:port].
+        self.registries: Mapping[str, RegistrySettings] = {}
+
+    def auth_config(self, ref: str) -> dict[str, str] | None:
+        """The credentials pillar gives for ``ref``'s registry, as docker-py takes them."""
+        first = ref.split("/", 1)[0] if "/" in ref else ""
+        settings = self.registries.get(first)
+        if settings is None or settings.username is None or settings.password is None:
+            return None
+        return {"username": settings.username, "password": settings.password}
 
     def managed(self, service: str | None = None) -> list[ActualReplica]:
         """Every dockerops container (or one service's), from a single list call."""
@@ -82,7 +92,7 @@ class DockerHost:
             pass
         repository, _, tag = ref.rpartition(":")
         with translate_errors(f"{doing}: pulling image {ref}"):
-            self.api.pull(repository, tag=tag)
+            self.api.pull(repository, tag=tag, auth_config=self.auth_config(ref))
 
     def create(self, replica: DesiredReplica) -> str:
         """Create and start ``replica``'s container; return its id.
@@ -238,20 +248,13 @@ class DockerHost:
                     raise safepath.UnsafePath(f"re-creating {name}: {err}") from None
                 read_only = "ro" in rest.split(":")[-1].split(",")
                 _check_bind(root, source, read_only, f"re-creating {name}")
-        body = {
-            "Image": config["Image"],
-            "Cmd": config.get("Cmd"),
-            "Entrypoint": config.get("Entrypoint"),
-            "Env": config.get("Env"),
-            "Labels": config.get("Labels"),
-            "ExposedPorts": config.get("ExposedPorts"),
-            "Healthcheck": config.get("Healthcheck"),
-            "WorkingDir": config.get("WorkingDir"),
-            "User": config.get("User"),
-            "StopSignal": config.get("StopSignal"),
-            "StopTimeout": config.get("StopTimeout"),
-            "HostConfig": host_config,
-        }
+        # The whole container config, so an input added to dockerops.inputs
+        # later is put back too; only a hostname Docker derived from the old
+        # container's id is left for Docker to derive again.
+        body = {key: value for key, value in config.items() if value is not None}
+        if body.get("Hostname") == str(details.get("Id", ""))[:12]:
+            body.pop("Hostname")
+        body["HostConfig"] = host_config
         joins = _joined_networks(details)
         first = self._first_network(joins)
         if first is not None:

@@ -21,8 +21,9 @@ from typing import Any
 
 from .config import RenderedConfig, render
 from .errors import SpecError
+from .etcd import EtcdClient, check_required, render_values
 from .masking import Masker
-from .spec import PILLAR_KEY, ServiceSpec
+from .spec import PILLAR_KEY, EtcdSettings, EtcdSource, ServiceSpec
 
 SaltFunctions = Mapping[str, Callable[..., Any]]
 
@@ -35,9 +36,16 @@ _ELIDED = "'...'"
 
 
 def render_service_config(
-    spec: ServiceSpec, salt: SaltFunctions, saltenv: str = "base"
+    spec: ServiceSpec,
+    salt: SaltFunctions,
+    saltenv: str = "base",
+    etcd: EtcdSettings | None = None,
 ) -> RenderedConfig | None:
-    """Render ``spec``'s config directory (no host writes), or None without one."""
+    """Render ``spec``'s config directory (no host writes), or None without one.
+
+    Files from etcd (``etcd: {prefix, format}``) are read with ``etcd``'s
+    settings (``dockerops:etcd``), each prefix in one read at one revision.
+    """
     if spec.config is None:
         return None
     where = f"{PILLAR_KEY}:services:{spec.name}:config:files"
@@ -66,13 +74,18 @@ def render_service_config(
                 ) from None
         return str(text)
 
-    def render_template(text: str, template: str, name: str) -> str:
+    def render_template(text: str, template: str, name: str, extra: dict[str, Any]) -> str:
         try:
             with _quiet_salt_template_logs():
                 out = salt["file.apply_template_on_contents"](
                     text,
                     template=template,
-                    context={"service": spec.name, "environment": spec.environment, "file": name},
+                    context={
+                        "service": spec.name,
+                        "environment": spec.environment,
+                        "file": name,
+                        **extra,
+                    },
                     defaults=None,
                     saltenv=saltenv,
                 )
@@ -87,7 +100,32 @@ def render_service_config(
             raise SpecError([f"{where}:{name}: template failed (Salt could not render it)"])
         return out
 
-    return render(spec.config, fetch, render_template)
+    client: list[EtcdClient] = []
+
+    def from_store(name: str, source: EtcdSource) -> str:
+        here = f"{where}:{name}:etcd"
+        if etcd is None or not etcd.endpoints:
+            raise SpecError([f"{here}: needs {PILLAR_KEY}:etcd:endpoints"])
+        if not client:
+            client.append(EtcdClient(etcd))
+        snapshot = client[0].get_prefix(source.prefix)
+        check_required(snapshot.values, source.required, here)
+        if source.format != "template":
+            return render_values(source.format, snapshot.values, here)
+        assert source.template is not None  # the spec pairs them
+        text = fetch_template(source.template, name)
+        return render_template(text, "jinja", name, {"values": snapshot.values})
+
+    def fetch_template(source: str, name: str) -> str:
+        by_source.setdefault(source, name)
+        return fetch(source)
+
+    return render(
+        spec.config,
+        fetch,
+        lambda text, template, name: render_template(text, template, name, {}),
+        from_store,
+    )
 
 
 def template_error(err: BaseException, source: str) -> str:

@@ -39,6 +39,8 @@ LABEL_IMAGE = f"{LABEL_PREFIX}.image"
 LABEL_SPEC_HASH = f"{LABEL_PREFIX}.spec-hash"
 # The config version the container was created with (see dockerops.config).
 LABEL_CONFIG_VERSION = f"{LABEL_PREFIX}.config-version"
+# On a config image (dockerops.configimage), inherited by its containers.
+LABEL_IMAGE_CONFIG_VERSION = f"{LABEL_PREFIX}.config.version"
 # Per-input hashes, so a recreate can say *what* changed without an inspect.
 LABEL_INPUTS = f"{LABEL_PREFIX}.inputs"
 # The names (never the values) of the env entries that are secrets, comma

@@ -66,6 +66,8 @@ from . import layout, logdrivers
 from .errors import SpecError
 
 PILLAR_KEY = "dockerops"
+ETCD_ENV_ENDPOINTS = "DOCKEROPS_ETCD_ENDPOINTS"
+ETCD_ENV_ENVIRONMENT = "DOCKEROPS_ENVIRONMENT"
 
 # The Docker reference grammar (distribution/reference), without tag/digest.
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -76,6 +78,7 @@ REPOSITORY_RE = re.compile(rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONE
 # Docker's limit on a whole repository name.
 REPOSITORY_MAX = 255
 TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+ENV_SHORT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}")
 SERVICE_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,49}")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 RESTART_RE = re.compile(r"no|always|unless-stopped|on-failure(:[1-9][0-9]{0,8})?")
@@ -240,11 +243,67 @@ class PortSpec(_Model):
             raise ValueError("not an IP address") from None
 
 
+ETCD_FORMATS = ("json", "yaml", "env", "template")
+# A key (relative to its prefix) an env-format file can name: a variable name.
+_ETCD_KEY_MAX = 1024
+
+
+class EtcdSource(_Model):
+    """A config file rendered from the keys under an etcd ``prefix`` (read at
+    one revision, so a render never mixes two states of the store).
+
+    ``format``: ``json`` or ``yaml`` (an object of the keys relative to the
+    prefix), ``env`` (``KEY=value`` lines), or ``template`` (the salt://
+    ``template`` rendered with jinja, ``values`` holding the keys). Every key
+    in ``required`` must be present: a missing one fails the render, and
+    nothing is written.
+    """
+
+    prefix: str
+    format: Literal["json", "yaml", "env", "template"] = "json"
+    template: str | None = None
+    required: list[str] = []
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/") or _PATH_CONTROL_RE.search(value):
+            raise ValueError("a prefix is an absolute key such as /myapp/prod/")
+        if len(value.encode()) > _ETCD_KEY_MAX:
+            raise ValueError(f"a prefix is at most {_ETCD_KEY_MAX} bytes")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.startswith("salt://") or _PATH_CONTROL_RE.search(value) or value == "salt://"
+        ):
+            raise ValueError("a template is a salt:// URL")
+        return value
+
+    @field_validator("required")
+    @classmethod
+    def _required(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not key or _PATH_CONTROL_RE.search(key) or len(key.encode()) > _ETCD_KEY_MAX:
+                raise ValueError(f"{_show(key)}: a required key is a key below the prefix")
+        return value
+
+    @model_validator(mode="after")
+    def _template_with_format(self) -> EtcdSource:
+        if (self.format == "template") != (self.template is not None):
+            raise ValueError("format: template needs a template (salt://...), and only it")
+        return self
+
+
 class ConfigFile(_Model):
-    """One file of a config directory: inline ``contents`` or a ``source``."""
+    """One file of a config directory: inline ``contents``, a salt://
+    ``source``, or the keys under an ``etcd`` prefix."""
 
     contents: str | None = None
     source: str | None = None
+    etcd: EtcdSource | None = None
     template: Literal["jinja"] | None = None
     mode: str = "0644"
     owner: str | int | None = None
@@ -286,8 +345,11 @@ class ConfigFile(_Model):
 
     @model_validator(mode="after")
     def _one_of(self) -> ConfigFile:
-        if (self.contents is None) == (self.source is None):
-            raise ValueError("give exactly one of contents or source")
+        given = [self.contents, self.source, self.etcd]
+        if sum(item is not None for item in given) != 1:
+            raise ValueError("give exactly one of contents, source or etcd")
+        if self.etcd is not None and self.template is not None:
+            raise ValueError("an etcd file is templated with etcd:format: template")
         return self
 
 
@@ -315,6 +377,23 @@ class ConfigSpec(_Model):
     # image before any replica sees it (see dockerops.configcheck). A string
     # runs with /bin/sh -c.
     check: str | list[str] | None = None
+    # mount: a directory on the host, mounted read-only. image: the files
+    # baked into a final image, <app tag>-<environment_short>-<config hash>,
+    # built from the app image and pushed to its registry (dockerops.configimage).
+    mode: Literal["mount", "image"] = "mount"
+    # mode image: build the image where it is missing (False: expect it in the
+    # registry, built elsewhere with dockerops.build_config_image).
+    build: bool = True
+
+    @model_validator(mode="after")
+    def _image_mode(self) -> ConfigSpec:
+        if self.mode == "image" and self.on_change != "rolling":
+            raise ValueError(
+                f"mode: image rolls a new image out; on_change is rolling (not {self.on_change})"
+            )
+        if self.mode == "image" and self.root is not None:
+            raise ValueError("mode: image has no host directory (root)")
+        return self
 
     @field_validator("check")
     @classmethod
@@ -849,6 +928,11 @@ class ServiceSpec(_Model):
     logging: LoggingSpec = LoggingSpec()
     healthcheck: HealthcheckSpec | None = None
     environment: str = "default"
+    # dockerops:environment_short (config image tags); unset: environment.
+    environment_short: str | None = None
+    # The container gets the store's address and its environment as env vars
+    # (DOCKEROPS_ETCD_ENDPOINTS, DOCKEROPS_ENVIRONMENT) and fetches its config itself.
+    etcd_env: bool = False
     # Hardening and runtime inputs (see dockerops.inputs); unset: Docker's default.
     resources: ResourcesSpec = ResourcesSpec()
     ulimits: dict[str, UlimitSpec] = {}
@@ -1225,6 +1309,25 @@ class ServiceSpec(_Model):
         return f"{self.image}:{self.tag}"
 
     @property
+    def env_short(self) -> str:
+        """The environment's name in config image tags."""
+        return self.environment_short or self.environment
+
+    @property
+    def etcd_files(self) -> dict[str, EtcdSource]:
+        """The config files rendered from etcd, by name."""
+        if self.config is None:
+            return {}
+        return {name: f.etcd for name, f in self.config.files.items() if f.etcd is not None}
+
+    @field_validator("environment_short")
+    @classmethod
+    def _env_short(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_SHORT_RE.fullmatch(value):
+            raise ValueError("letters, digits, '_', '.' and '-' (at most 32)")
+        return value
+
+    @property
     def slots(self) -> int:
         """Slots the service's containers may occupy: its replicas, then spares."""
         return self.replicas + self.update.spares(self.replicas)
@@ -1401,6 +1504,81 @@ class BackupSettings(_Model):
         return self.repository
 
 
+class RegistrySettings(_Model):
+    """One registry (``dockerops:registries:<host[:port]>``): its credentials
+    (the password is a secret: never shown) and whether it speaks plain HTTP
+    (``insecure``; loopback registries always may, as Docker allows)."""
+
+    username: str | None = None
+    password: str | None = None
+    insecure: bool = False
+
+    @field_validator("username", "password")
+    @classmethod
+    def _line(cls, value: str | None) -> str | None:
+        if value is not None and (not value or _PATH_CONTROL_RE.search(value) or len(value) > 4096):
+            raise ValueError("one non-empty line, at most 4096 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _both(self) -> RegistrySettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        return self
+
+
+_ENDPOINT_RE = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?"
+)
+ETCD_TIMEOUT_MAX = 60.0
+
+
+class EtcdSettings(_Model):
+    """``dockerops:etcd``: the store config files may come from (etcd v3, read
+    through its HTTP/JSON gateway). The password is a secret."""
+
+    endpoints: list[str] = []
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    timeout: Annotated[Duration, _at_most(ETCD_TIMEOUT_MAX)] = 5.0
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            text = item.rstrip("/") if isinstance(item, str) else ""
+            if not _ENDPOINT_RE.fullmatch(text):
+                raise ValueError(f"{_show(item)}: an endpoint is http(s)://host:port")
+            out.append(text)
+        return out
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _file(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or _PATH_CONTROL_RE.search(value)):
+            raise ValueError("an absolute path on the minion")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("a timeout is more than 0")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self) -> EtcdSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file, or neither")
+        return self
+
+
 class CrashLoopSpec(_Model):
     """A replica restarted ``restarts`` times within ``window`` is crash-looping."""
 
@@ -1431,6 +1609,28 @@ class PillarRoot(_Model):
     logs: LogSettings = LogSettings()
     monitoring: MonitoringSpec = MonitoringSpec()
     backup: BackupSettings = BackupSettings()
+    # The environment's short name in config image tags (default: environment).
+    environment_short: str | None = None
+    registries: dict[str, RegistrySettings] = {}
+    etcd: EtcdSettings = EtcdSettings()
+
+    @field_validator("environment_short")
+    @classmethod
+    def _short(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_SHORT_RE.fullmatch(value):
+            raise ValueError(
+                "an environment's short name is letters, digits, '_', '.' and '-' "
+                "(at most 32, part of an image tag)"
+            )
+        return value
+
+    @field_validator("registries")
+    @classmethod
+    def _registries(cls, value: dict[str, RegistrySettings]) -> dict[str, RegistrySettings]:
+        for host in value:
+            if not re.fullmatch(_DOMAIN, host):
+                raise ValueError(f"{_show(host)}: a registry is host or host:port")
+        return value
 
     @field_validator("allowed_host_paths")
     @classmethod
@@ -1632,7 +1832,23 @@ def _validate_service(
     merged = deep_merge(root.defaults, declared)
     merged = deep_merge(merged, dict(overrides or {}))
     merged.setdefault("environment", root.environment)
+    if root.environment_short is not None:
+        merged.setdefault("environment_short", root.environment_short)
     merged["name"] = name
+    if merged.get("etcd_env") is True:
+        if not root.etcd.endpoints:
+            raise SpecError(
+                [
+                    f"{PILLAR_KEY}:services:{name}:etcd_env: needs "
+                    f"{PILLAR_KEY}:etcd:endpoints (the store's address the container gets)"
+                ]
+            )
+        env = merged.get("env") if isinstance(merged.get("env"), Mapping) else {}
+        merged["env"] = {
+            ETCD_ENV_ENDPOINTS: ",".join(root.etcd.endpoints),
+            ETCD_ENV_ENVIRONMENT: str(merged["environment"]),
+            **dict(env or {}),
+        }
     try:
         spec = ServiceSpec.model_validate(
             merged,

@@ -15,7 +15,7 @@ from .ledger import Ledger
 from .monitoring import CrashLoopPolicy, replica_monitoring
 from .plan import plan_service
 from .records import DEFAULT_STATE_DIR, ServiceRecord
-from .replicas import ActualReplica, desired_replicas
+from .replicas import LABEL_IMAGE_CONFIG_VERSION, ActualReplica, desired_replicas
 from .restarts import RestartSamples
 from .schedules import BackupOutcomes, last_backup, last_backup_failure, read_outcomes
 from .spec import ServiceSpec, load_monitoring
@@ -99,7 +99,7 @@ def replica_status(
                 **replica_monitoring(details, samples.get(container.id, ()), clock, policy),
                 "config_version": seen[container.service].get(container.id)
                 or container.config_version
-                or None,
+                or _image_config_version(details),
                 "environment": container.environment,
                 # False: left by an interrupted run, never seen healthy (the next
                 # run proves or replaces it). None: no record from before.
@@ -227,3 +227,11 @@ def _published(details: dict[str, Any]) -> list[str]:
                 f"{host.get('HostIp') or '0.0.0.0'}:{host.get('HostPort')}->{container_port}"
             )
     return out
+
+
+def _image_config_version(details: Mapping[str, Any]) -> str | None:
+    """The config version a config image carries (its label, which Docker
+    copies onto each container of it); None for any other image."""
+    labels = (details.get("Config") or {}).get("Labels") or {}
+    version = labels.get(LABEL_IMAGE_CONFIG_VERSION)
+    return str(version) if version else None

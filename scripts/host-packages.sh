@@ -15,6 +15,8 @@ command -v prometheus-node-exporter >/dev/null 2>&1 || need="$need prometheus-no
 # The logging tests run a private rsyslogd on 127.0.0.1 and check the formula's logrotate rule.
 command -v rsyslogd >/dev/null 2>&1 || [ -x /usr/sbin/rsyslogd ] || need="$need rsyslog"
 command -v logrotate >/dev/null 2>&1 || [ -x /usr/sbin/logrotate ] || need="$need logrotate"
+# The config-from-etcd tests run Debian's etcd on 127.0.0.1.
+command -v etcd >/dev/null 2>&1 || need="$need etcd-server"
 # The backup tests run Debian's restic (snapshots, and the volume helper image holds it).
 command -v restic >/dev/null 2>&1 || need="$need restic"
 # The backup bench (make bench, bench/backup.py) compares restic with tar | zstd.

@@ -18,6 +18,7 @@ import pytest
 import salt._logging.impl
 
 from tests.support import dockerd, nginx
+from tests.support.etcd import Etcd
 from tests.support.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +47,15 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     reg = Registry(tmp_path_factory.mktemp("registry")).start()
     yield reg
     reg.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Etcd]:
+    """A real etcd on 127.0.0.1 (Debian's etcd-server), shared by the session:
+    tests put keys under prefixes of their own, and do not compact or enable auth."""
+    server = Etcd(tmp_path_factory.mktemp("etcd")).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -182,7 +182,7 @@ def test_default_config_root_outside_custom_allowed_host_paths_is_refused() -> N
 
 _BAD_NAME = "config file names are relative paths without '..'"
 _BAD_MODE = "expected an octal mode such as '0644'"
-_ONE_OF = "give exactly one of contents or source"
+_ONE_OF = "give exactly one of contents, source or etcd"
 _BAD_POLICY = "expected rolling, restart, signal:<SIGNAL> or none"
 
 

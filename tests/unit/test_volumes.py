@@ -389,3 +389,28 @@ def test_a_rollback_puts_back_a_replica_that_mounts_a_volume() -> None:
 
     assert host.recreate_from(details, spec.trusted_root) == "c0ffee"
     assert api.bodies[0]["HostConfig"]["Binds"] == ["web-data:/data:rw"]
+
+
+def test_a_rollback_puts_back_every_container_setting_but_a_derived_hostname() -> None:
+    api = _RecordingApi()
+    host = DockerHost(SimpleNamespace(api=api))  # type: ignore[arg-type]
+    config = {
+        "Image": "web:1.0",
+        "Hostname": "0123456789ab",
+        "Domainname": "example.com",
+        "Env": ["A=1"],
+        "StopSignal": "SIGQUIT",
+        "MacAddress": None,
+    }
+    details = {"Id": "0123456789abcdef", "Name": "/web-1", "Config": config, "HostConfig": {}}
+    host.recreate_from(details)
+    assert api.bodies[0] == {
+        "Image": "web:1.0",
+        "Domainname": "example.com",
+        "Env": ["A=1"],
+        "StopSignal": "SIGQUIT",
+        "HostConfig": {},
+    }
+    # A hostname pillar set (not the container id's prefix) is kept.
+    host.recreate_from({**details, "Config": {**config, "Hostname": "web"}})
+    assert api.bodies[1]["Hostname"] == "web"

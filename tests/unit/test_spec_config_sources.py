@@ -1,0 +1,154 @@
+"""Pillar for the other config approaches: files from etcd, config images,
+registries, the store's address as env vars."""
+
+from __future__ import annotations
+
+import pytest
+
+from dockerops.configmode import Running, exact, image_spec, running, uses_image
+from dockerops.errors import SpecError
+from dockerops.spec import load_root, load_service
+from tests.support.builders import WEB, config_dir, one_problem, pillar, web_pillar
+
+ETCD_FILE = {"etcd": {"prefix": "/web/prod/", "required": ["db/host"]}}
+
+
+def test_an_etcd_file_is_read():
+    spec = load_service(web_pillar(config=config_dir(files={"app.json": ETCD_FILE})), "web")
+    source = spec.etcd_files["app.json"]
+    assert (source.prefix, source.format, source.required) == ("/web/prod/", "json", ["db/host"])
+
+
+@pytest.mark.parametrize(
+    ("item", "where", "says"),
+    [
+        ({"etcd": {"prefix": "web/"}}, "app.json:etcd:prefix", "absolute key"),
+        ({"etcd": {"prefix": "/w\n/"}}, "app.json:etcd:prefix", "absolute key"),
+        ({"etcd": {"prefix": "/w/", "format": "toml"}}, "app.json:etcd:format", "json"),
+        ({"etcd": {"prefix": "/w/", "format": "template"}}, "app.json:etcd", "needs a template"),
+        (
+            {"etcd": {"prefix": "/w/", "template": "salt://t.j2"}},
+            "app.json:etcd",
+            "needs a template",
+        ),
+        (
+            {"etcd": {"prefix": "/w/", "format": "template", "template": "/t.j2"}},
+            "app.json:etcd:template",
+            "salt:// URL",
+        ),
+        ({"etcd": {"prefix": "/w/", "required": [""]}}, "app.json:etcd:required", "a key"),
+        ({"etcd": {"prefix": "/w/"}, "contents": "x"}, "app.json", "exactly one of"),
+        ({"etcd": {"prefix": "/w/"}, "template": "jinja"}, "app.json", "etcd:format: template"),
+    ],
+)
+def test_a_bad_etcd_file_names_its_path(item, where, says):
+    problem = one_problem(web_pillar(config=config_dir(files={"app.json": item})))
+    assert problem.startswith(f"{WEB}:config:files:{where}"), problem
+    assert says in problem
+
+
+def test_image_mode_rolls_and_has_no_root():
+    spec = load_service(web_pillar(config=config_dir(mode="image")), "web")
+    assert uses_image(spec)
+    assert spec.config is not None and spec.config.build is True
+    problem = one_problem(web_pillar(config=config_dir(mode="image", on_change="signal:HUP")))
+    assert problem.startswith(f"{WEB}:config") and "on_change is rolling" in problem
+    problem = one_problem(web_pillar(config=config_dir(mode="image", root="/srv/dockerops/x")))
+    assert "has no host directory" in problem
+    assert "mount" in one_problem(web_pillar(config=config_dir(mode="layer")))
+
+
+def test_environment_short_comes_from_pillar_and_defaults_to_the_environment():
+    data = pillar({"web": {"image": "web"}}, environment="production")
+    assert load_service(data, "web").env_short == "production"
+    data["dockerops"]["environment_short"] = "prod"
+    assert load_service(data, "web").env_short == "prod"
+    data["dockerops"]["environment_short"] = "pr od"
+    with pytest.raises(SpecError, match=r"dockerops:environment_short: .*short name"):
+        load_service(data, "web")
+
+
+def test_registries_hold_credentials_as_pairs():
+    root = load_root(
+        pillar(registries={"127.0.0.1:5000": {"username": "ci", "password": "s3cret-pass"}})
+    )
+    assert root.registries["127.0.0.1:5000"].username == "ci"
+    with pytest.raises(SpecError) as caught:
+        load_root(pillar(registries={"reg.example.com": {"password": "s3cret-pass"}}))
+    assert "both username and password" in str(caught.value)
+    assert "s3cret-pass" not in str(caught.value)
+    with pytest.raises(SpecError, match="a registry is host or host:port"):
+        load_root(pillar(registries={"http://reg": {}}))
+
+
+@pytest.mark.parametrize(
+    ("etcd", "says"),
+    [
+        ({"endpoints": ["127.0.0.1:2379"]}, "http(s)://host:port"),
+        ({"endpoints": ["ftp://127.0.0.1:2379"]}, "http(s)://host:port"),
+        ({"username": "u"}, "both username and password"),
+        ({"cert_file": "/c.pem"}, "both cert_file and key_file"),
+        ({"ca_file": "ca.pem"}, "absolute path"),
+        ({"timeout": "0s"}, "more than 0"),
+        ({"timeout": "2m"}, "at most"),
+    ],
+)
+def test_bad_etcd_settings_are_refused(etcd, says):
+    with pytest.raises(SpecError) as caught:
+        load_root(pillar(etcd=etcd))
+    assert "dockerops:etcd" in str(caught.value) and says in str(caught.value)
+
+
+def test_etcd_env_gives_the_container_the_store_and_environment():
+    data = pillar(
+        {"web": {"image": "web", "etcd_env": True, "env": {"A": "1"}}},
+        environment="staging",
+        etcd={"endpoints": ["http://127.0.0.1:2379", "https://etcd-2:2379/"]},
+    )
+    spec = load_service(data, "web")
+    assert spec.env == {
+        "DOCKEROPS_ETCD_ENDPOINTS": "http://127.0.0.1:2379,https://etcd-2:2379",
+        "DOCKEROPS_ENVIRONMENT": "staging",
+        "A": "1",
+    }
+    # Pillar's own env wins over the defaults it is given.
+    data["dockerops"]["services"]["web"]["env"] = {"DOCKEROPS_ENVIRONMENT": "stg"}
+    assert load_service(data, "web").env["DOCKEROPS_ENVIRONMENT"] == "stg"
+    problem = one_problem(web_pillar(etcd_env=True))
+    assert problem == (
+        f"{WEB}:etcd_env: needs dockerops:etcd:endpoints (the store's address the container gets)"
+    )
+
+
+class _Image:
+    def __init__(self, tag):
+        self.tag = tag
+
+
+class _Host:
+    api = "api"
+
+
+def test_a_config_image_service_runs_its_final_image_with_nothing_mounted():
+    spec = load_service(web_pillar(tag="1.0", config=config_dir(mode="image")), "web")
+    calls = []
+
+    def ensure(api, spec_, rendered, registries, build, test):
+        assert api == "api"
+        calls.append((spec_.name, rendered, build, test))
+        return _Image("1.0-default-0123456789ab")
+
+    host = _Host()
+    run = running(host, spec, "rendered", {}, "/nonexistent", test=True, ensure=ensure)
+    assert calls == [("web", "rendered", True, True)]
+    assert run.spec.image_ref == "web:1.0-default-0123456789ab"
+    assert run.spec.config is None and run.rendered is None
+    # A mounted config is left as it is, and nothing is built.
+    mounted = load_service(web_pillar(config=config_dir()), "web")
+    assert running(host, mounted, "rendered", {}, "/nonexistent", ensure=ensure) == Running(
+        mounted, "rendered"
+    )
+    assert len(calls) == 1
+    # A rollback names the final image: it runs as it is.
+    back = exact(image_spec(spec, "1.0-default-aaaaaaaaaaaa"), None)
+    assert back.spec.image_ref == "web:1.0-default-aaaaaaaaaaaa" and back.spec.config is None
