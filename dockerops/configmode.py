@@ -16,7 +16,16 @@ from dataclasses import dataclass
 
 from .config import RenderedConfig
 from .configcheck import ensure_image_checked
-from .configimage import ConfigImage, ensure_config_image
+from .configimage import (
+    LABEL_BASE_DIGEST,
+    LABEL_BASE_NAME,
+    LABEL_CONFIG_VERSION,
+    ConfigImage,
+    config_tag,
+    ensure_config_image,
+    for_image,
+)
+from .errors import NotFound
 from .host import DockerHost
 from .spec import RegistrySettings, ServiceSpec
 
@@ -71,14 +80,16 @@ def running(
     if not uses_image(spec) or rendered is None:
         return Running(spec, rendered)
     assert spec.config is not None
-    image = ensure(
-        host.api,
-        spec,
-        rendered,
-        registries,
-        build=spec.config.build if build is None else build,
-        test=test,
-    )
+    image = here(host, spec, rendered)
+    if image is None:
+        image = ensure(
+            host.api,
+            spec,
+            rendered,
+            registries,
+            build=spec.config.build if build is None else build,
+            test=test,
+        )
     run = image_spec(spec, image.tag)
     checked = None
     if not test:
@@ -86,6 +97,37 @@ def running(
             host, spec, run.image_ref, image.version, state_dir, spec.secret_values
         )
     return Running(run, None, image, checked)
+
+
+def here(host: DockerHost, spec: ServiceSpec, rendered: RenderedConfig) -> ConfigImage | None:
+    """The config image for ``rendered`` when this host has it already
+    (pulled or run before): no registry is asked, so a no-op state run
+    neither waits for nor depends on the registry. None: ask the registry."""
+    assert spec.config is not None
+    version = for_image(rendered, spec.config.path).version
+    tag = config_tag(spec.tag, spec.env_short, version, spec.name)
+    ref = f"{spec.image}:{tag}"
+    try:
+        details = host.inspect_image(ref)
+    except NotFound:
+        return None
+    labels = (details.get("Config") or {}).get("Labels") or {}
+    if labels.get(LABEL_CONFIG_VERSION) != version:
+        return None  # not one of ours under that tag: the registry decides
+    digests = [d for d in details.get("RepoDigests") or [] if d.startswith(spec.image + "@")]
+    return ConfigImage(
+        ref=ref,
+        tag=tag,
+        version=version,
+        image_id=str(details.get("Id") or ""),
+        base_ref=str(labels.get(LABEL_BASE_NAME) or spec.image_ref),
+        base_digest=str(labels.get(LABEL_BASE_DIGEST) or ""),
+        built=False,
+        pushed=False,
+        present=True,
+        digest=digests[0].split("@", 1)[1] if digests else "",
+        comment=f"{ref} is on this host",
+    )
 
 
 def exact(spec: ServiceSpec, rendered: RenderedConfig | None) -> Running:

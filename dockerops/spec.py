@@ -393,6 +393,18 @@ class ConfigSpec(_Model):
             )
         if self.mode == "image" and self.root is not None:
             raise ValueError("mode: image has no host directory (root)")
+        if self.mode == "image":
+            # Built outside the image, where its /etc/passwd is not at hand.
+            named = [
+                f"{name}:{field}"
+                for name, item in sorted(self.files.items())
+                for field in ("owner", "group")
+                if isinstance(getattr(item, field), str) and not str(getattr(item, field)).isdigit()
+            ]
+            if named:
+                raise ValueError(
+                    f"mode: image takes numeric owner and group ids only ({', '.join(named)})"
+                )
         return self
 
     @field_validator("check")
@@ -1556,6 +1568,13 @@ class EtcdSettings(_Model):
             out.append(text)
         return out
 
+    @field_validator("username", "password")
+    @classmethod
+    def _line(cls, value: str | None) -> str | None:
+        if value is not None and (not value or _PATH_CONTROL_RE.search(value) or len(value) > 4096):
+            raise ValueError("one non-empty line, at most 4096 characters")
+        return value
+
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
     def _file(cls, value: str | None) -> str | None:
@@ -1920,6 +1939,8 @@ def _problems(
         hidden = (
             (loc and loc[0] in _HIDDEN_VALUES)
             or loc[:2] == ["config", "files"]
+            # Any password (dockerops:registries, dockerops:etcd, ...), wherever it is.
+            or "password" in loc
             # A repository URL may carry credentials (rest:https://user:pass@...).
             or (
                 model is PillarRoot

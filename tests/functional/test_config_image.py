@@ -95,7 +95,8 @@ def test_a_config_change_is_a_new_image_rolled_out_and_rolled_back(
 
     # The same config again: nothing built, nothing recreated.
     config, run = apply(salt, service_name)
-    assert config["changes"] == {} and "is in the registry" in config["comment"]
+    # This host has it: the registry is not even asked.
+    assert config["changes"] == {} and "is on this host" in config["comment"]
     assert run["changes"] == {} and run["result"] is True
 
     # One value changes: a new tag, rolled out health-gated.

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from dockerops.configmode import Running, exact, image_spec, running, uses_image
-from dockerops.errors import SpecError
+from dockerops.config import RenderedConfig, RenderedFile
+from dockerops.configimage import LABEL_CONFIG_VERSION, config_tag, for_image
+from dockerops.configmode import Running, exact, here, image_spec, running, uses_image
+from dockerops.errors import NotFound, SpecError
 from dockerops.spec import load_root, load_service
 from tests.support.builders import WEB, config_dir, one_problem, pillar, web_pillar
 
@@ -56,6 +58,11 @@ def test_image_mode_rolls_and_has_no_root():
     problem = one_problem(web_pillar(config=config_dir(mode="image", root="/srv/dockerops/x")))
     assert "has no host directory" in problem
     assert "mount" in one_problem(web_pillar(config=config_dir(mode="layer")))
+    files = {"a": {"contents": "x", "owner": "www-data"}, "b": {"contents": "y", "group": 33}}
+    problem = one_problem(web_pillar(config=config_dir(mode="image", files=files)))
+    assert problem.endswith("mode: image takes numeric owner and group ids only (a:owner)")
+    files["a"]["owner"] = "33"
+    assert load_service(web_pillar(config=config_dir(mode="image", files=files)), "web")
 
 
 def test_environment_short_comes_from_pillar_and_defaults_to_the_environment():
@@ -126,7 +133,17 @@ class _Image:
 
 
 class _Host:
+    """A host with the images in ``images`` (ref -> inspect)."""
+
     api = "api"
+
+    def __init__(self, images=None):
+        self.images = images or {}
+
+    def inspect_image(self, ref):
+        if ref not in self.images:
+            raise NotFound(f"no image {ref}")
+        return self.images[ref]
 
 
 def test_a_config_image_service_runs_its_final_image_with_nothing_mounted():
@@ -139,16 +156,56 @@ def test_a_config_image_service_runs_its_final_image_with_nothing_mounted():
         return _Image("1.0-default-0123456789ab")
 
     host = _Host()
-    run = running(host, spec, "rendered", {}, "/nonexistent", test=True, ensure=ensure)
-    assert calls == [("web", "rendered", True, True)]
+    rendered = RenderedConfig((RenderedFile("web.conf", b"x", 0o644),), "0123456789abcdef")
+    run = running(host, spec, rendered, {}, "/nonexistent", test=True, ensure=ensure)
+    assert calls == [("web", rendered, True, True)]
     assert run.spec.image_ref == "web:1.0-default-0123456789ab"
     assert run.spec.config is None and run.rendered is None
     # A mounted config is left as it is, and nothing is built.
     mounted = load_service(web_pillar(config=config_dir()), "web")
-    assert running(host, mounted, "rendered", {}, "/nonexistent", ensure=ensure) == Running(
-        mounted, "rendered"
+    assert running(host, mounted, rendered, {}, "/nonexistent", ensure=ensure) == Running(
+        mounted, rendered
     )
     assert len(calls) == 1
     # A rollback names the final image: it runs as it is.
     back = exact(image_spec(spec, "1.0-default-aaaaaaaaaaaa"), None)
     assert back.spec.image_ref == "web:1.0-default-aaaaaaaaaaaa" and back.spec.config is None
+
+
+@pytest.mark.parametrize(
+    "top",
+    [
+        {"registries": {"r.example.com": {"username": "u", "password": "s3cret\nvalue"}}},
+        {"etcd": {"username": "u", "password": "s3cret\nvalue"}},
+        {"etcd": {"username": "u", "password": ["s3cret", "value"]}},
+    ],
+)
+def test_a_bad_password_is_never_echoed(top):
+    with pytest.raises(SpecError) as caught:
+        load_root(pillar(**top))
+    assert "password" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_config_image_this_host_has_is_not_asked_of_the_registry():
+    spec = load_service(web_pillar(tag="1.0", config=config_dir(mode="image")), "web")
+    rendered = RenderedConfig((RenderedFile("web.conf", b"x", 0o644),), "0123456789abcdef")
+    version = for_image(rendered, "/etc/web").version
+    ref = "web:" + config_tag("1.0", "default", version)
+    inspect = {
+        "Id": "sha256:feed",
+        "RepoDigests": ["web@sha256:beef"],
+        "Config": {"Labels": {LABEL_CONFIG_VERSION: version}},
+    }
+
+    def ensure(*args, **kwargs):
+        raise AssertionError("the registry was asked")
+
+    run = running(_Host({ref: inspect}), spec, rendered, {}, "/nonexistent", True, ensure=ensure)
+    assert run.spec.image_ref == ref
+    assert run.image is not None and (run.image.present, run.image.built) == (True, False)
+    assert (run.image.image_id, run.image.digest) == ("sha256:feed", "sha256:beef")
+    # Another image under that tag (its label differs), or none: the registry decides.
+    other = {**inspect, "Config": {"Labels": {LABEL_CONFIG_VERSION: "f" * 16}}}
+    assert here(_Host({ref: other}), spec, rendered) is None
+    assert here(_Host(), spec, rendered) is None
