@@ -1854,7 +1854,8 @@ def _validate_service(
     if root.environment_short is not None:
         merged.setdefault("environment_short", root.environment_short)
     merged["name"] = name
-    if merged.get("etcd_env") is True:
+    # Only a valid environment reaches a container (anything else is reported below).
+    if merged.get("etcd_env") is True and isinstance(merged["environment"], str):
         if not root.etcd.endpoints:
             raise SpecError(
                 [
@@ -1865,7 +1866,7 @@ def _validate_service(
         env = merged.get("env") if isinstance(merged.get("env"), Mapping) else {}
         merged["env"] = {
             ETCD_ENV_ENDPOINTS: ",".join(root.etcd.endpoints),
-            ETCD_ENV_ENVIRONMENT: str(merged["environment"]),
+            ETCD_ENV_ENVIRONMENT: merged["environment"],
             **dict(env or {}),
         }
     try:

@@ -136,8 +136,15 @@ def base_service(image: str = "registry.example.com/web") -> dict[str, Any]:
             "files": {
                 "app.conf": {"contents": "x = {{ service }}", "template": "jinja", "mode": "0640"},
                 "conf.d/extra": {"contents": "y", "owner": 0, "group": "root"},
+                "store.json": {
+                    "etcd": {"prefix": "/web/prod/", "format": "json", "required": ["db/host"]}
+                },
             },
+            "mode": "mount",
+            "build": True,
         },
+        "etcd_env": True,
+        "environment_short": "prd",
         "data": [
             {"host": "/srv/dockerops/web/data", "container": "/data", "read_only": False},
             {
@@ -216,6 +223,16 @@ FIELD_PATHS: list[tuple[Any, ...]] = [
     ("config", "files", "app.conf", "owner"),
     ("config", "files", "app.conf", "group"),
     ("config", "files", "app.conf", "show_diff"),
+    ("config", "files", "store.json", "etcd"),
+    ("config", "files", "store.json", "etcd", "prefix"),
+    ("config", "files", "store.json", "etcd", "format"),
+    ("config", "files", "store.json", "etcd", "template"),
+    ("config", "files", "store.json", "etcd", "required"),
+    ("config", "files", "store.json", "etcd", "required", 0),
+    ("config", "mode"),
+    ("config", "build"),
+    ("etcd_env",),
+    ("environment_short",),
     ("data",),
     ("data", 0),
     ("data", 0, "host"),
@@ -289,6 +306,15 @@ TOP_PATHS: list[tuple[Any, ...]] = [
     ("allowed_host_paths",),
     ("allowed_host_paths", 0),
     ("services",),
+    ("environment_short",),
+    ("registries",),
+    ("registries", "registry.example.com"),
+    ("registries", "registry.example.com", "password"),
+    ("etcd",),
+    ("etcd", "endpoints"),
+    ("etcd", "endpoints", 0),
+    ("etcd", "password"),
+    ("etcd", "timeout"),
 ]
 
 
@@ -307,6 +333,14 @@ def mutated_pillar(draw: st.DrawFn, image: str = "registry.example.com/web") -> 
         "defaults": {"restart_policy": "always"},
         "allowed_host_paths": ["/srv/dockerops"],
         "services": {"web": service},
+        "environment_short": "prd",
+        "registries": {"registry.example.com": {"username": "ci", "password": "r3g-s3cret-pw"}},
+        "etcd": {
+            "endpoints": ["http://127.0.0.1:2379"],
+            "username": "web",
+            "password": "3tcd-s3cret-pw",
+            "timeout": "5s",
+        },
     }
     for path in draw(st.lists(st.sampled_from(FIELD_PATHS), min_size=1, max_size=4)):
         # An earlier mutation may have replaced the parent: then nothing is set.

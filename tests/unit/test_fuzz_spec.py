@@ -9,12 +9,16 @@ from typing import Any
 
 from hypothesis import given, seed
 
+from dockerops.configimage import config_tag
+from dockerops.configmode import image_spec, uses_image
 from dockerops.errors import SpecError
 from dockerops.replicas import desired_replicas
 from dockerops.spec import PILLAR_KEY, ServiceSpec, load_service, load_services
 from tests.support.fuzz import SEED, fuzz_settings, pillars
 
 SECRET = "s3cr3t-t0ken-value"
+# The base pillar's registry and etcd passwords (tests/support/fuzz.py).
+PASSWORDS = ("r3g-s3cret-pw", "3tcd-s3cret-pw")
 
 
 def check_spec(spec: ServiceSpec) -> None:
@@ -25,6 +29,12 @@ def check_spec(spec: ServiceSpec) -> None:
         replica.docker_healthcheck()
         replica.create_call()
     assert spec.slots >= spec.replicas
+    if uses_image(spec):
+        # The config image's tag is valid, or refused naming the pillar path.
+        try:
+            image_spec(spec, config_tag(spec.tag, spec.env_short, "0123456789abcdef"))
+        except SpecError as err:
+            check_error(err)
 
 
 def check_error(err: SpecError) -> None:
@@ -34,6 +44,7 @@ def check_error(err: SpecError) -> None:
             problem
         )
         assert SECRET not in problem, problem
+        assert not any(password in problem for password in PASSWORDS), problem
 
 
 @seed(SEED)
