@@ -13,6 +13,6 @@ dockerops_etcd_{{ service }}_changed:
   local.state.sls_id:
     - tgt: {{ data['id'] | json }}
     - args:
-        - id: {{ ("dockerops-service-" ~ service ~ "-running") | json }}
+        - id_: {{ ("dockerops-service-" ~ service ~ "-running") | json }}
         - mods: dockerops.services
 {%- endif %}
