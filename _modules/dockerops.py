@@ -68,11 +68,7 @@ def _privileged():
 
 def _docker():
     """The minion's Docker host, with pillar's registry credentials for pulls."""
-    host = _host.minion_host(__opts__, __context__)
-    raw = __pillar__.get("dockerops")
-    if isinstance(raw, dict) and raw.get("registries"):
-        host.registries = _spec.load_root(__pillar__).registries
-    return host
+    return _host.minion_host(__opts__, __context__, __pillar__)
 
 
 def _rendered(spec):
@@ -170,7 +166,9 @@ def services():
     Compare every pillar service with what runs on this host.
 
     Per service: image, desired and running replica counts, whether it is in
-    sync and the actions a state run would take. The dockerops containers of a
+    sync and the actions a state run would take (a service whose config
+    cannot be had now, from etcd or its registry, shows ``in_sync: None`` and
+    the ``error``). The dockerops containers of a
     service not in this pillar (run by another minion config sharing the
     daemon, or taken out of pillar) are listed with ``not_in_pillar: True``:
     no state run touches them, and ``dockerops.remove <service>`` removes them.
@@ -185,15 +183,24 @@ def services():
     host = _docker()
     versions = {}
     running = []
+    errors = {}
     for spec in specs:
-        # A config image is looked up, never built, here.
-        run = _to_run(host, spec, test=True)
+        # A config image is looked up, never built, here. One service whose
+        # config cannot be had (etcd, the registry) does not hide the others.
+        try:
+            run = _to_run(host, spec, test=True)
+        except (CommandExecutionError, SaltInvocationError) as err:
+            errors[spec.name] = str(err)
+            continue
         rendered = run.rendered
         versions[spec.name] = rendered.version if rendered else None
         if run.image is not None:
             versions[spec.name] = run.image.version
         running.append(run.spec)
-    return _status.services_overview(host, running, versions)
+    out = _status.services_overview(host, running, versions)
+    for name, error in errors.items():
+        out[name] = {"in_sync": None, "error": error}
+    return out
 
 
 @_closes_clients
@@ -585,7 +592,12 @@ def _rolling_update(name, overrides, test, jid, exact=False):
     host = _docker()
     state_dir = _records.state_dir(__opts__)
     test = _test(test)
-    run = _configmode.exact(spec, _rendered(spec)) if exact else _to_run(host, spec, test)
+    if exact:
+        # A config image from the history needs no render (nor etcd, nor templates).
+        rendered = None if _configmode.uses_image(spec) else _rendered(spec)
+        run = _configmode.exact(spec, rendered)
+    else:
+        run = _to_run(host, spec, test)
     asked = spec
     spec = run.spec
     running = sorted({c.image for c in host.managed(name)})

@@ -202,11 +202,7 @@ def _root():
 
 def _docker_host():
     """The minion's Docker host, with pillar's registry credentials for pulls."""
-    host = _host.minion_host(__opts__, __context__)
-    raw = __pillar__.get("dockerops")
-    if isinstance(raw, dict) and raw.get("registries"):
-        host.registries = _root().registries
-    return host
+    return _host.minion_host(__opts__, __context__, __pillar__)
 
 
 def _to_run(spec, rendered):
@@ -411,11 +407,11 @@ def _config_image_state(ret, spec, image):
     ret["comment"] = f"Config image of {spec.name}: {image.comment}"
     if image.present and not image.built:
         return ret
-    ret["changes"] = {"config_image": {"old": None, "new": image.ref}}
+    images = sorted({c.image for c in _docker_host().managed(spec.name)})
+    old = images[0] if len(images) == 1 else (images or None)
+    ret["changes"] = {"config_image": {"old": old, "new": image.ref, "image_id": image.image_id}}
     if __opts__["test"]:
         ret["result"] = None
-    else:
-        ret["changes"]["image_id"] = image.image_id
     return ret
 
 

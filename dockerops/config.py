@@ -103,7 +103,7 @@ def render(
                 mode=int(item.mode, 8),
                 owner=item.owner,
                 group=item.group,
-                show_diff=item.show_diff,
+                show_diff=item.diff_shown,
             )
         )
     return RenderedConfig(tuple(files), version_of(files))

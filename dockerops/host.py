@@ -29,7 +29,7 @@ from .replicas import (
     DesiredReplica,
     actual_from_list_entry,
 )
-from .spec import RegistrySettings, check_service_name
+from .spec import PILLAR_KEY, RegistrySettings, check_service_name, load_root
 
 # Containers stopped at once by remove_all (each stop mostly waits).
 REMOVE_WORKERS = 16
@@ -552,10 +552,17 @@ def bounded_tail(raw: bytes | str, lines: int = LOG_LINES, max_bytes: int = LOG_
     return kept.decode("utf-8", errors="replace")
 
 
-def minion_host(opts: Any, context: MutableMapping[str, Any]) -> DockerHost:
-    """The Docker host this minion manages (``dockerops.docker_url``).
+def minion_host(
+    opts: Any, context: MutableMapping[str, Any], pillar: Mapping[str, Any] | None = None
+) -> DockerHost:
+    """The Docker host this minion manages (``dockerops.docker_url``), with
+    ``pillar``'s registry credentials (``dockerops:registries``) for pulls.
 
     Its client is cached in ``context``; the caller closes it when its call
     ends (:func:`dockerops.client.close_clients`).
     """
-    return DockerHost(docker_client(opts, context))
+    host = DockerHost(docker_client(opts, context))
+    raw = (pillar or {}).get(PILLAR_KEY)
+    if isinstance(raw, Mapping) and raw.get("registries"):
+        host.registries = load_root(pillar or {}).registries
+    return host

@@ -47,6 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -55,6 +56,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -309,7 +311,13 @@ class ConfigFile(_Model):
     owner: str | int | None = None
     group: str | int | None = None
     # Like file.managed's show_changes: False keeps a file's diff out of output.
-    show_diff: bool = True
+    # Unset: shown, except for a file from etcd, whose values (a password kept
+    # in the store) would otherwise reach the job cache.
+    show_diff: bool | None = None
+
+    @property
+    def diff_shown(self) -> bool:
+        return self.show_diff if self.show_diff is not None else self.etcd is None
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -944,7 +952,7 @@ class ServiceSpec(_Model):
     environment_short: str | None = None
     # The container gets the store's address and its environment as env vars
     # (DOCKEROPS_ETCD_ENDPOINTS, DOCKEROPS_ENVIRONMENT) and fetches its config itself.
-    etcd_env: bool = False
+    etcd_env: StrictBool = False
     # Hardening and runtime inputs (see dockerops.inputs); unset: Docker's default.
     resources: ResourcesSpec = ResourcesSpec()
     ulimits: dict[str, UlimitSpec] = {}
@@ -1470,8 +1478,8 @@ class BackupSettings(_Model):
     to, and its password (a secret: never shown, passed to restic through a
     pipe, never on its command line)."""
 
-    repository: str | None = None
-    password: str | None = None
+    repository: str | None = Field(default=None, repr=False)  # may carry credentials
+    password: str | None = Field(default=None, repr=False)
 
     @field_validator("repository")
     @classmethod
@@ -1522,7 +1530,7 @@ class RegistrySettings(_Model):
     (``insecure``; loopback registries always may, as Docker allows)."""
 
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(default=None, repr=False)
     insecure: bool = False
 
     @field_validator("username", "password")
@@ -1551,7 +1559,7 @@ class EtcdSettings(_Model):
 
     endpoints: list[str] = []
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(default=None, repr=False)
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
@@ -1595,7 +1603,25 @@ class EtcdSettings(_Model):
             raise ValueError("give both username and password, or neither")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("give both cert_file and key_file, or neither")
+        if self.password is not None:
+            # The password, then a token on every request, would cross the network in clear.
+            plain = [e for e in self.endpoints if e.startswith("http://") and not _loopback_url(e)]
+            if plain:
+                raise ValueError(
+                    f"endpoints: {', '.join(plain)} would carry the password in clear text; "
+                    "use https:// (plain http only to 127.0.0.1, ::1 or localhost)"
+                )
         return self
+
+
+def _loopback_url(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class CrashLoopSpec(_Model):

@@ -79,6 +79,7 @@ def test_a_config_change_is_a_new_image_rolled_out_and_rolled_back(
     config, run = apply(salt, service_name)
     assert config["result"] is True, config["comment"]
     first = config["changes"]["config_image"]["new"]
+    assert config["changes"]["config_image"]["old"] is None  # nothing ran before
     assert re.fullmatch(rf"{re.escape(repository)}:1\.0-int-[0-9a-f]{{12}}", first), first
     assert run["result"] is True, run["comment"]
     assert images(docker_client, service_name) == {first}
@@ -103,6 +104,8 @@ def test_a_config_change_is_a_new_image_rolled_out_and_rolled_back(
     salt.set_pillar(image_pillar("ok v2"))
     config, run = apply(salt, service_name)
     second = config["changes"]["config_image"]["new"]
+    assert config["changes"]["config_image"]["old"] == first
+    assert config["changes"]["config_image"]["image_id"].startswith("sha256:")
     assert second != first and second.startswith(f"{repository}:1.0-int-")
     assert run["result"] is True, run["comment"]
     assert images(docker_client, service_name) == {second}
@@ -152,6 +155,9 @@ def test_build_false_expects_the_image_built_elsewhere(
     assert config["result"] is False and "build_config_image" in config["comment"]
     assert run["result"] is False
     assert containers(docker_client, service_name) == {}
+    # The overview says so for this service alone.
+    overview = salt.modules.dockerops.services()[service_name]
+    assert overview["in_sync"] is None and "build_config_image" in overview["error"]
 
     preview = salt.modules.dockerops.build_config_image(service_name, test=True)
     assert preview["built"] is False and "would be built" in preview["comment"]

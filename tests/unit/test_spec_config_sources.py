@@ -209,3 +209,51 @@ def test_a_config_image_this_host_has_is_not_asked_of_the_registry():
     other = {**inspect, "Config": {"Labels": {LABEL_CONFIG_VERSION: "f" * 16}}}
     assert here(_Host({ref: other}), spec, rendered) is None
     assert here(_Host(), spec, rendered) is None
+
+
+def test_a_file_from_etcd_hides_its_diff_unless_told():
+    files = {
+        "a.json": ETCD_FILE,
+        "b.json": {**ETCD_FILE, "show_diff": True},
+        "c.conf": {"contents": "x"},
+    }
+    spec = load_service(web_pillar(config=config_dir(files=files)), "web")
+    assert spec.config is not None
+    shown = {name: item.diff_shown for name, item in spec.config.files.items()}
+    assert shown == {"a.json": False, "b.json": True, "c.conf": True}
+
+
+@pytest.mark.parametrize("value", ["true", 1, "yes"])
+def test_etcd_env_is_a_boolean(value):
+    data = pillar(
+        {"web": {"image": "web", "etcd_env": value}}, etcd={"endpoints": ["http://127.0.0.1:2379"]}
+    )
+    problem = one_problem(data)
+    assert problem.startswith(f"{WEB}:etcd_env: Input should be a valid boolean"), problem
+
+
+def test_etcd_credentials_travel_only_over_tls_or_loopback():
+    creds = {"username": "web", "password": "s3cret-pass"}
+    for endpoint in ("https://etcd.example.com:2379", "http://127.0.0.1:2379", "http://[::1]:2379"):
+        assert load_root(pillar(etcd={"endpoints": [endpoint], **creds})).etcd.endpoints
+    with pytest.raises(SpecError) as caught:
+        load_root(pillar(etcd={"endpoints": ["http://etcd.example.com:2379"], **creds}))
+    assert "http://etcd.example.com:2379 would carry the password in clear text" in str(
+        caught.value
+    )
+    assert "s3cret-pass" not in str(caught.value)
+    # Without credentials plain http is the operator's choice.
+    assert load_root(pillar(etcd={"endpoints": ["http://etcd.example.com:2379"]}))
+
+
+def test_no_password_shows_in_the_settings_repr():
+    root = load_root(
+        pillar(
+            registries={"r.example.com": {"username": "u", "password": "r3g-pw-value"}},
+            etcd={"endpoints": ["https://e:2379"], "username": "u", "password": "etcd-pw-value"},
+            backup={"repository": "sftp:u:repo-pw-value@h:/r", "password": "bk-pw-value"},
+        )
+    )
+    shown = repr(root)
+    for secret in ("r3g-pw-value", "etcd-pw-value", "repo-pw-value", "bk-pw-value"):
+        assert secret not in shown

@@ -39,7 +39,7 @@ def test_config_defaults() -> None:
     assert spec.config_root == "/srv/dockerops/web/config"
     (item,) = spec.config.files.values()
     assert (item.contents, item.source, item.template) == ("x", None, None)
-    assert (item.mode, item.owner, item.group, item.show_diff) == ("0644", None, None, True)
+    assert (item.mode, item.owner, item.group, item.diff_shown) == ("0644", None, None, True)
 
 
 def test_no_config_means_no_config_root() -> None:
