@@ -10,9 +10,22 @@ service's states on ``changed``: its config is rendered from the store again.
 
 Services are those with ``config:files:<name>:etcd`` in pillar, read with
 ``dockerops:etcd``'s settings. The beacon watches their prefixes with etcd's
-watch from the revision it saw last, remembered in the state dir (minion
-option ``dockerops.state_dir``), so a minion restart neither misses a change
-nor fires one twice. The first pass only notes the revision.
+watch from the revision it saw last, remembered (with the etcd cluster's id)
+in the state dir (minion option ``dockerops.state_dir``), so a minion restart
+goes on from where the last pass stopped. The first pass only notes the
+revision. A change is reported at most once per revision; the memory is saved
+before Salt fires the events the beacon returns (and its directory is not
+fsynced), so a crash or power cut between the save and the fire can drop one
+pass's events. When the changes since the last pass cannot be known (etcd
+compacted them, the store went back or was replaced by another cluster, or
+the watch answered something unusable), every watched service gets a
+``changed`` event with ``compacted: True``.
+
+Beacons run on the minion's main loop, so a pass is bounded: it takes at most
+``max(interval / 2, wait + 2)`` seconds (``interval`` defaulting to the
+minion's ``loop_interval``), plus the time to read pillar and save its memory;
+each endpoint gets at most ``min(timeout, 2)`` seconds to connect. A pass
+that runs out of time counts as etcd ``unreachable`` (kind ``timeout``).
 
 .. code-block:: yaml
 
@@ -84,7 +97,9 @@ def validate(config):
 def beacon(config):
     """
     One look at etcd: a ``changed`` event per service whose keys changed since
-    the last look (see the module's documentation).
+    the last look (see the module's documentation). It takes at most
+    ``max(interval / 2, wait + 2)`` seconds (plus reading pillar and saving
+    the beacon's memory), however many endpoints do not answer.
 
     Example config:
 
@@ -100,11 +115,16 @@ def beacon(config):
     previous = __context__.get(_MEMORY)
     if previous is None:
         previous = memory.load()
+    wait = float(merged.get("wait", _etcdwatch.DEFAULT_WAIT))
+    interval = merged.get("interval") or __opts__.get("loop_interval") or 1
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        interval = 1  # Salt checks the interval itself; a pass stays bounded anyway
     found = _etcdwatch.look(
         __opts__.get("pillar") or {},
         previous,
-        wait=float(merged.get("wait", _etcdwatch.DEFAULT_WAIT)),
+        wait=wait,
         only=merged.get("services"),
+        budget=_etcdwatch.pass_budget(float(interval), wait),
     )
     for line in found.warnings:
         log.warning("%s", line)

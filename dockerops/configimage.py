@@ -340,11 +340,13 @@ def ensure_config_image(
     """Make sure ``spec``'s config image for ``rendered`` is in the registry.
 
     The registry is asked first: the tag there, labelled with the same config
-    version, config path and app image digest, is left alone (another one
-    under the tag, e.g. after the app tag was pushed again, is replaced). Else, with ``build``,
-    the image is assembled and pushed in the app's repository (under
-    ``test``, only said); without ``build`` a missing image is an error (it
-    is built elsewhere, with ``dockerops.build_config_image``).
+    version, config path and app image digest, is left alone. Another image
+    under the tag is never replaced (a tag must name one image on every
+    host): :class:`ConfigImageError`, e.g. when the app tag was pushed again
+    since. Else, with ``build``, the image is assembled and pushed in the
+    app's repository (under ``test``, only said); without ``build`` a missing
+    image is an error (it is built elsewhere, with
+    ``dockerops.build_config_image``).
 
     ``docker_api`` is not used: the image is assembled in the registry, with
     no daemon (it is accepted so every Salt face passes the same arguments).
@@ -378,13 +380,13 @@ def ensure_config_image(
         )
 
     existing = client.manifest(tag)
-    stale = ""
     if existing is not None:
         labels = _labels(client.blob(existing.config_digest))
         wanted = {
             LABEL_CONFIG_VERSION: rendered.version,
-            LABEL_BASE_DIGEST: base_digest,
             LABEL_CONFIG_PATH: spec.config.path,
+            LABEL_BASE_NAME: spec.image_ref,
+            LABEL_BASE_DIGEST: base_digest,
         }
         if all(labels.get(key) == value for key, value in wanted.items()):
             return result(
@@ -395,23 +397,20 @@ def ensure_config_image(
                 present=True,
                 comment=f"{final_ref} is in the registry",
             )
-        stale = f"{final_ref} in the registry differs: " + ", ".join(
-            f"{key} is {labels.get(key) or 'unset'}, not {value}"
-            for key, value in wanted.items()
-            if labels.get(key) != value
-        )
+        # Never replaced: hosts that pulled the tag would keep running another
+        # image than hosts pulling it from now on, and a rollback to the tag
+        # would not give back what ran.
+        raise ConfigImageError(f"service {spec.name}: {_differs(spec, final_ref, labels, wanted)}")
     if not build:
-        missing = stale or f"{final_ref} is not in the registry"
         raise ConfigImageError(
-            f"service {spec.name}: {missing}; config:build is false, so it is built "
-            f"elsewhere with dockerops.build_config_image {spec.name}"
+            f"service {spec.name}: {final_ref} is not in the registry; config:build is "
+            f"false, so it is built elsewhere with dockerops.build_config_image {spec.name}"
         )
 
     base = client.manifest(base_digest)
     if base is None:
         raise ConfigImageError(f"service {spec.name}: {spec.image_ref} vanished from the registry")
     image = assemble(spec, rendered, tag, base, client.blob(base.config_digest))
-    doing = "rebuilt and pushed" if stale else "built and pushed"
     if test:
         return result(
             image_id=image.image_id,
@@ -419,7 +418,7 @@ def ensure_config_image(
             built=False,
             pushed=False,
             present=False,
-            comment=f"{final_ref} would be {doing}" + (f" ({stale})" if stale else ""),
+            comment=f"{final_ref} would be built and pushed",
         )
     # The app image's layers are in this repository already: only ours go up,
     # and only when the registry does not have them (a rebuild sends nothing).
@@ -432,7 +431,32 @@ def ensure_config_image(
         built=True,
         pushed=True,
         present=False,
-        comment=f"{final_ref} {doing}" + (f" ({stale})" if stale else ""),
+        comment=f"{final_ref} built and pushed",
+    )
+
+
+def _differs(
+    spec: ServiceSpec, final_ref: str, labels: Mapping[str, str], wanted: Mapping[str, str]
+) -> str:
+    """Why the image under ``final_ref`` is not the one wanted, and what to do."""
+    others = [key for key in wanted if key != LABEL_BASE_DIGEST]
+    if all(labels.get(key) == wanted[key] for key in others):
+        built_on = labels.get(LABEL_BASE_DIGEST) or "unknown"
+        return (
+            f"the app tag {spec.tag} was pushed again (digest {wanted[LABEL_BASE_DIGEST]}, "
+            f"the config image {final_ref} was built on {built_on}): give the app a new "
+            f"tag (dockerops:services:{spec.name}:tag); a config image tag is never "
+            "overwritten, as hosts that pulled it would run another image"
+        )
+    differences = ", ".join(
+        f"{key} is {labels.get(key) or 'unset'}, not {value}"
+        for key, value in wanted.items()
+        if labels.get(key) != value
+    )
+    return (
+        f"{final_ref} in the registry is another image ({differences}); it is never "
+        "overwritten: remove that tag from the registry if it is not in use, or give the "
+        f"app a new tag (dockerops:services:{spec.name}:tag)"
     )
 
 

@@ -112,15 +112,20 @@ def here(host: DockerHost, spec: ServiceSpec, rendered: RenderedConfig) -> Confi
     except NotFound:
         return None
     labels = (details.get("Config") or {}).get("Labels") or {}
+    # The config version alone is not enough: ``1.0`` in environment ``a-b``
+    # and ``1.0-a`` in ``b`` make the same tag, and a local image may be one
+    # built on another app image. Anything else: the registry decides.
     if labels.get(LABEL_CONFIG_VERSION) != version:
-        return None  # not one of ours under that tag: the registry decides
+        return None
+    if labels.get(LABEL_BASE_NAME) != spec.image_ref:
+        return None
     digests = [d for d in details.get("RepoDigests") or [] if d.startswith(spec.image + "@")]
     return ConfigImage(
         ref=ref,
         tag=tag,
         version=version,
         image_id=str(details.get("Id") or ""),
-        base_ref=str(labels.get(LABEL_BASE_NAME) or spec.image_ref),
+        base_ref=spec.image_ref,
         base_digest=str(labels.get(LABEL_BASE_DIGEST) or ""),
         built=False,
         pushed=False,

@@ -29,6 +29,10 @@ class ArgumentError(SpecError):
         SaltInvocationError.__init__(self, head + "\n  ".join(self.problems))
 
 
+class StoreError(CommandExecutionError):  # type: ignore[misc]
+    """A key-value store failed (etcd: :class:`dockerops.etcd.EtcdError`)."""
+
+
 class DockerError(CommandExecutionError):  # type: ignore[misc]
     """The Docker daemon refused or failed an operation."""
 

@@ -20,14 +20,20 @@ What the client guarantees:
 - :meth:`EtcdClient.get_prefix` reads every key under a prefix at **one**
   revision (one range request; when etcd pages the answer, the further pages
   are read at that same revision), so a rendered file never mixes two states
-  of the store;
+  of the store; :meth:`EtcdClient.get_prefixes` reads several prefixes at one
+  revision (the first's), so neither does a config version made of several;
+- what is read is bounded: at most :data:`MAX_KEYS` keys and
+  :data:`MAX_PREFIX_BYTES` of keys and values per prefix, and each answer (or
+  line of the watch stream) at most 64 MiB;
 - :meth:`EtcdClient.watch` asks etcd's watch for the changes after a revision
   (it does not read the keys again), bounded in time;
 - endpoints are tried in order, the next one when one cannot be reached;
   TLS (``ca_file``, ``cert_file``/``key_file``) and user/password
   authentication (a token, fetched again once when etcd says it expired);
 - every failure is an :class:`EtcdError` with a ``kind`` and a message naming
-  the endpoints, never the password.
+  the endpoints, never the password;
+- for a caller on a clock (the beacon, on the minion's main loop), an overall
+  ``deadline`` and a shorter ``connect_timeout`` bound every request.
 """
 
 from __future__ import annotations
@@ -46,9 +52,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
-from salt.exceptions import CommandExecutionError
 
-from .errors import SpecError
+from .errors import SpecError, StoreError
 from .spec import PILLAR_KEY, EtcdSettings
 
 # EtcdError.kind: what went wrong, for callers that act on it.
@@ -56,15 +61,19 @@ UNREACHABLE = "unreachable"  # no endpoint could be reached (refused, TLS, no le
 AUTH = "auth"  # wrong user or password, or the user may not read the keys
 TIMEOUT = "timeout"  # every endpoint that was tried timed out
 BAD_ANSWER = "bad_answer"  # etcd answered something this client cannot use
-BAD_VALUE = "bad_value"  # a key or value in the store is not UTF-8 text
-KINDS = (UNREACHABLE, AUTH, TIMEOUT, BAD_ANSWER, BAD_VALUE)
+BAD_VALUE = "bad_value"  # a key or value is not UTF-8 text, or a prefix holds too much
+COMPACTED = "compacted"  # the revision a read was pinned to is compacted away
+KINDS = (UNREACHABLE, AUTH, TIMEOUT, BAD_ANSWER, BAD_VALUE, COMPACTED)
 
 # Keys read per range request; further pages are read at the first page's revision.
 PAGE_SIZE = 1000
 # A config file is rendered from at most this many keys (a prefix like "/"
 # would otherwise read the whole store into memory).
 MAX_KEYS = 10000
-# One line of the watch stream (one response, possibly a batch of events).
+# ... and from at most this many bytes of keys and values (the pages of a
+# prefix are each capped by _MAX_LINE, but not their sum).
+MAX_PREFIX_BYTES = 16 * 1024 * 1024
+# One answer, or one line of the watch stream (one response, possibly a batch of events).
 _MAX_LINE = 64 * 1024 * 1024
 # A range read at one revision is started again when etcd compacts that
 # revision between two pages; this many tries in all.
@@ -75,7 +84,7 @@ _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 T = TypeVar("T")
 
 
-class EtcdError(CommandExecutionError):  # type: ignore[misc]
+class EtcdError(StoreError):
     """etcd could not be read (``kind``: one of :data:`KINDS`)."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -179,10 +188,22 @@ class EtcdClient:
     Endpoints are tried in order, starting with the last one that answered;
     one that cannot be reached (refused, timed out, TLS failure, no leader)
     passes the request on to the next. Each request is bounded by the
-    settings' ``timeout``.
+    settings' ``timeout``; connecting (TCP and TLS) by ``connect_timeout``
+    when given (so one black-holed endpoint does not use up the time of the
+    next). ``deadline`` (a :func:`time.monotonic` time): no request goes past
+    it (each is cut short, endpoints not tried yet are skipped), and the
+    failure is an EtcdError (``timeout``).
+
+    ``cluster_id``/``member_id``: the header of etcd's last answer ("" before
+    one), to tell a store from another one at the same endpoints.
     """
 
-    def __init__(self, settings: EtcdSettings) -> None:
+    def __init__(
+        self,
+        settings: EtcdSettings,
+        connect_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> None:
         if not settings.endpoints:
             raise SpecError([f"{PILLAR_KEY}:etcd:endpoints: needed to read config from etcd"])
         self._settings = settings
@@ -190,6 +211,10 @@ class EtcdClient:
         self._ssl = _ssl_context(settings) if any(e.https for e in self._endpoints) else None
         self._token: str | None = None
         self._first = 0  # the endpoint that answered last
+        self._connect_timeout = connect_timeout
+        self._deadline = deadline
+        self.cluster_id = ""
+        self.member_id = ""
 
     @property
     def endpoints(self) -> list[str]:
@@ -197,28 +222,68 @@ class EtcdClient:
 
     # -- reads ---------------------------------------------------------------
 
-    def get_prefix(self, prefix: str) -> Snapshot:
+    def get_prefix(self, prefix: str, revision: int | None = None) -> Snapshot:
         """Every key under ``prefix`` (relative to it) with its value, read at
-        one revision. A key or value that is not UTF-8 is an EtcdError
-        (``bad_value``) naming the key, never the value."""
+        one revision: ``revision`` when given, else the store's current one.
+        A key or value that is not UTF-8, more than :data:`MAX_KEYS` keys or
+        :data:`MAX_PREFIX_BYTES` of keys and values is an EtcdError
+        (``bad_value``) naming the key, never the value; a ``revision``
+        etcd compacted away is one of kind ``compacted``."""
         raw = prefix.encode("utf-8")
         end = prefix_range_end(raw)
-        for _ in range(_READ_TRIES):
+        for _ in range(1 if revision else _READ_TRIES):
             try:
-                revision, pairs = self._read_range(raw, end)
+                read_at, pairs = self._read_range(raw, end, revision or 0)
             except _Compacted:
+                if revision:
+                    raise EtcdError(
+                        COMPACTED,
+                        f"etcd at {self._where()}: the keys under {prefix} cannot be read "
+                        f"at revision {revision}: it is compacted",
+                    ) from None
                 continue  # compacted between two pages: read again, at a newer revision
-            return Snapshot(revision, _decode_pairs(prefix, raw, pairs))
+            return Snapshot(read_at, _decode_pairs(prefix, raw, pairs))
         raise EtcdError(
             BAD_ANSWER,
             f"etcd at {self._where()}: the keys under {prefix} changed and were "
             f"compacted while being read, {_READ_TRIES} times",
         )
 
-    def _read_range(self, key: bytes, end: bytes) -> tuple[int, list[tuple[bytes, bytes]]]:
+    def get_prefixes(self, prefixes: Iterable[str]) -> dict[str, Snapshot]:
+        """Each of ``prefixes`` (once, however often it is given) read at one
+        revision: the first one's, the store's current revision then. When
+        etcd compacts that revision before the last prefix is read, every
+        prefix is read again from scratch, once; then EtcdError (``compacted``)."""
+        wanted = sorted(set(prefixes))
+        for attempt in range(2):
+            snapshots: dict[str, Snapshot] = {}
+            revision: int | None = None
+            try:
+                for prefix in wanted:
+                    snapshots[prefix] = self.get_prefix(prefix, revision)
+                    revision = snapshots[prefix].revision
+            except EtcdError as err:
+                if err.kind != COMPACTED:
+                    raise
+                if attempt:
+                    raise EtcdError(
+                        COMPACTED, f"{err} (again, after reading every prefix afresh)"
+                    ) from None
+                continue
+            return snapshots
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_range(
+        self, key: bytes, end: bytes, revision: int = 0
+    ) -> tuple[int, list[tuple[bytes, bytes]]]:
+        """The pairs under ``key``..``end`` and the revision they were read at:
+        ``revision``, or (0) the first page's; _Compacted when that revision
+        is compacted (a pinned one, or the first page's before a further page)."""
         body: dict[str, Any] = {"key": _b64(key), "range_end": _b64(end), "limit": PAGE_SIZE}
+        if revision:
+            body["revision"] = str(revision)
         pairs: list[tuple[bytes, bytes]] = []
-        revision = 0
+        size = 0
         while True:
             try:
                 answer = self._call("/v3/kv/range", body)
@@ -235,6 +300,13 @@ class EtcdClient:
                 if not isinstance(kv, dict):
                     raise EtcdError(BAD_ANSWER, f"etcd at {self._where()} answered a bad kv")
                 pairs.append((_unb64(kv.get("key"), "key"), _unb64(kv.get("value", ""), "value")))
+                size += len(pairs[-1][0]) + len(pairs[-1][1])
+            if size > MAX_PREFIX_BYTES:
+                raise EtcdError(
+                    BAD_VALUE,
+                    f"the keys under {show_key(key)} hold more than {MAX_PREFIX_BYTES} bytes "
+                    "of keys and values: too large for a config file",
+                )
             if len(pairs) > MAX_KEYS:
                 raise EtcdError(
                     BAD_VALUE,
@@ -350,12 +422,47 @@ class EtcdClient:
         detail = "; ".join(f"{url}: {f.reason}" for url, f in failures)
         return EtcdError(kind, self._scrub(f"etcd unreachable ({detail})"))
 
-    def _connection(self, endpoint: _Endpoint, timeout: float) -> http.client.HTTPConnection:
+    def _left(self, timeout: float | None = None) -> float:
+        """``timeout`` (default: the settings'), cut to what is left before the
+        deadline; _Failed (timed out) when nothing is."""
+        wanted = self._settings.timeout if timeout is None else timeout
+        if self._deadline is None:
+            return wanted
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise _Failed("not tried: out of time", timed_out=True)
+        return min(wanted, left)
+
+    def _bounded(self, deadline: float) -> float:
+        return deadline if self._deadline is None else min(deadline, self._deadline)
+
+    def _open(self, endpoint: _Endpoint) -> http.client.HTTPConnection:
+        """A connection to ``endpoint``, connected (TCP, and TLS for https)
+        within the connect timeout; its socket then bounded by the request's.
+        Call inside _connection_errors()."""
+        connect = self._left(self._connect_timeout)
         if endpoint.https:
-            return http.client.HTTPSConnection(
-                endpoint.host, endpoint.port, timeout=timeout, context=self._ssl
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                endpoint.host, endpoint.port, timeout=connect, context=self._ssl
             )
-        return http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
+        else:
+            conn = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=connect)
+        try:
+            conn.connect()
+            timeout = self._left()
+        except BaseException:
+            conn.close()
+            raise
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def _note(self, header: Any) -> None:
+        """Which cluster and member answered (the header of any answer)."""
+        if isinstance(header, dict):
+            self.cluster_id = str(header.get("cluster_id") or self.cluster_id)
+            self.member_id = str(header.get("member_id") or self.member_id)
 
     def _headers(self, token: bool) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -368,7 +475,8 @@ class EtcdClient:
     ) -> dict[str, Any]:
         """One request to one endpoint: its JSON answer, _Failed to try the
         next endpoint, _AuthExpired, or an EtcdError that ends the request."""
-        conn = self._connection(endpoint, self._settings.timeout)
+        with _connection_errors():
+            conn = self._open(endpoint)
         try:
             with _connection_errors():
                 conn.request("POST", path, body=json.dumps(body), headers=self._headers(token))
@@ -379,6 +487,13 @@ class EtcdClient:
             conn.close()
 
     def _answer(self, endpoint: _Endpoint, path: str, status: int, data: bytes) -> dict[str, Any]:
+        if len(data) > _MAX_LINE:
+            # Cut at the cap: not etcd's fault, nor a sign of another server.
+            raise EtcdError(
+                BAD_ANSWER,
+                f"etcd at {endpoint.url} answered {path} with an answer larger than "
+                f"{_MAX_LINE} bytes",
+            )
         try:
             answer = json.loads(data)
         except ValueError:
@@ -392,6 +507,7 @@ class EtcdClient:
                 "(is this etcd's client port?)",
             )
         if status == 200 and "error" not in answer:
+            self._note(answer.get("header"))
             return answer
         self._raise_for_error(endpoint, path, status, answer)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -451,33 +567,80 @@ class EtcdClient:
             )
             for watch_id, prefix in ids.items()
         )
-        conn = self._connection(endpoint, self._settings.timeout)
+        with _connection_errors():
+            conn = self._open(endpoint)
         try:
             with _connection_errors():
                 conn.request("POST", "/v3/watch", body=body, headers=self._headers(True))
                 response = conn.getresponse()
                 if response.status != 200:
-                    self._answer(endpoint, "/v3/watch", response.status, response.read(_MAX_LINE))
+                    self._answer(
+                        endpoint, "/v3/watch", response.status, response.read(_MAX_LINE + 1)
+                    )
                 stream = _WatchStream(ids, start)
-                lines = _LineReader(conn, response)
+                lines = _LineReader(conn, response, endpoint.url)
                 # Every watcher's "created" answer first: it says the revision
                 # the watch began at. Bounded by the request timeout.
-                deadline = time.monotonic() + self._settings.timeout
+                deadline = self._bounded(time.monotonic() + self._settings.timeout)
                 while not stream.all_created():
                     stream.take(self._watch_line(endpoint, lines.next(deadline)))
                 # Then past changes, for at most wait_seconds.
-                deadline = time.monotonic() + wait_seconds
+                waited = time.monotonic() + wait_seconds
+                deadline = self._bounded(waited)
                 while not stream.caught_up():
                     try:
                         line = lines.next(deadline)
                     except _Failed as err:
-                        if err.timed_out:
+                        if err.timed_out and deadline == waited:
                             break  # waited enough
-                        raise
+                        raise  # the caller's deadline came first: not known to be complete
                     stream.take(self._watch_line(endpoint, line))
-                return stream.result()
+                result = stream.result()
         finally:
             conn.close()
+        # A watcher still catching up when the wait ran out may hold changes not
+        # received yet (etcd sends nothing for one that had none): ask the
+        # keyspace whether its prefix changed in the window.
+        behind = [ids[w] for w in stream.behind() if ids[w] not in result.changed]
+        found = [p for p in behind if self._changed_between(p, start - 1, result.revision)]
+        if not found:
+            return result
+        return WatchResult(
+            result.revision, result.changed | frozenset(found), result.keys, result.compacted
+        )
+
+    def _changed_between(self, prefix: str, after: int, upto: int) -> bool:
+        """Whether a key under ``prefix`` was put or deleted after revision
+        ``after``, up to ``upto``: a key modified in the window, or another
+        count of keys (a delete) at its two ends. A compacted ``after``: True."""
+        raw = prefix.encode("utf-8")
+        window = {"key": _b64(raw), "range_end": _b64(prefix_range_end(raw))}
+
+        def count(revision: int) -> int:
+            answer = self._call(
+                "/v3/kv/range", {**window, "count_only": True, "revision": str(revision)}
+            )
+            return _int(answer.get("count", 0), "count")
+
+        try:
+            # etcd filters by min_mod_revision only the keys it returns (a
+            # count ignores it): ask for the keys, without their values.
+            modified = self._call(
+                "/v3/kv/range",
+                {
+                    **window,
+                    "keys_only": True,
+                    "revision": str(upto),
+                    "min_mod_revision": str(after + 1),
+                },
+            )
+            if modified.get("kvs"):
+                return True
+            return (count(after) if after >= 1 else 0) != count(upto)
+        except EtcdError as err:
+            if "compacted" in str(err):
+                return True
+            raise
 
     def _watch_line(self, endpoint: _Endpoint, raw: bytes) -> dict[str, Any]:
         """One response of the watch stream; EtcdError for an error or a refusal."""
@@ -499,6 +662,7 @@ class EtcdClient:
             raise EtcdError(
                 BAD_ANSWER, f"etcd at {endpoint.url} sent a watch answer without result"
             )
+        self._note(result.get("header"))
         reason = str(result.get("cancel_reason") or "")
         if result.get("canceled") and reason and not _int(result.get("compact_revision"), "rev"):
             self._raise_for_error(endpoint, "/v3/watch", 200, {"message": reason})
@@ -536,16 +700,27 @@ class _WatchStream:
         """Every watcher is known to have sent its changes up to when the watch began."""
         if self.compacted:
             return True
+        return not self.behind()
+
+    def behind(self) -> list[int]:
+        """The watchers not known to have sent their changes up to when the watch began."""
+        if self.compacted:
+            return []
         began = self.began()
-        return all(
+        return [
+            watch_id
+            for watch_id in self.ids
             # Created with nothing to catch up on: etcd puts such a watcher
             # straight among the synced ones (it sends every change from now).
-            self.start > self.created[watch_id]
-            # etcd sends a watcher's changes in order, each answer complete
-            # up to its header's revision.
-            or self.answered.get(watch_id, 0) >= began
-            for watch_id in self.ids
-        )
+            if not (
+                self.start > self.created[watch_id]
+                # etcd sends a watcher's changes in order, each answer up to its
+                # header's revision (a catch-up of over 1000 revisions comes in
+                # batches: the keys of later batches may be missing, but a
+                # prefix with any change is reported changed all the same).
+                or self.answered.get(watch_id, 0) >= began
+            )
+        ]
 
     def take(self, result: Mapping[str, Any]) -> None:
         watch_id = _int(result.get("watch_id"), "watch id")
@@ -583,9 +758,12 @@ class _WatchStream:
 class _LineReader:
     """The watch stream's lines (one JSON response each), each read by a deadline."""
 
-    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse):
+    def __init__(
+        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, url: str
+    ):
         self.conn = conn
         self.response = response
+        self.url = url
 
     def next(self, deadline: float) -> bytes:
         """The next non-empty line; _Failed (timed out) when ``deadline`` passes first."""
@@ -599,6 +777,13 @@ class _LineReader:
                 line = self.response.readline(_MAX_LINE)
             if not line:
                 raise _Failed("the watch stream ended")
+            if len(line) >= _MAX_LINE and not line.endswith(b"\n"):
+                # Cut at the cap (a catch-up batch of big values): not JSON, and
+                # the rest of it would be read as the next line.
+                raise EtcdError(
+                    BAD_ANSWER,
+                    f"etcd at {self.url} sent a watch answer larger than {_MAX_LINE} bytes",
+                )
             if line.strip():
                 return line
 

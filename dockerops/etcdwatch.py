@@ -3,8 +3,16 @@
 Each pass watches, with etcd's own watch (not by reading the keys again), the
 prefixes that the services' config files come from (``config:files:<name>:etcd``),
 from the revision after the one the last pass saw, for a short bounded time.
-It remembers that revision in the state dir (``<state dir>/beacon/dockerops_etcd.json``),
-so a minion restart neither misses a change nor reports one twice.
+It remembers that revision, and which cluster answered, in the state dir
+(``<state dir>/beacon/dockerops_etcd.json``), so a minion restart goes on
+from where the last pass stopped. A change is reported at most once per
+revision. The memory is saved before Salt fires the pass's events (Salt fires
+the list the beacon returns, after it returns) and its directory is not
+fsynced, so a crash or power cut between the save and the fire can drop one
+pass's events.
+
+A pass is bounded in time (beacons run on the minion's main loop): see
+:func:`pass_budget`.
 
 Events, tagged ``<service>/<what>`` (Salt prefixes
 ``salt/beacon/<minion>/dockerops_etcd/``):
@@ -12,8 +20,11 @@ Events, tagged ``<service>/<what>`` (Salt prefixes
 - ``changed``: a key under one of the service's prefixes was put or deleted
   since the last pass; one event per service per pass, however many keys
   changed (``keys``: the first :data:`MAX_KEYS` of them, ``keys_total``: how
-  many); when etcd compacted the history since the last pass, or the store
-  went back (restored), every watched service gets one, with ``compacted``;
+  many); when the changes since the last pass cannot be known (etcd compacted
+  that history, the store went back (restored), another cluster answers at
+  the endpoints, or etcd's watch answered something unusable, such as a
+  catch-up batch over the size cap), every watched service gets one, with
+  ``compacted``, and the next pass goes on from the store's revision then;
 - ``unreachable``: etcd could not be read (once, when it stops answering;
   the revision is kept, so the changes made meanwhile are reported after);
 - ``reachable``: etcd answers again (once).
@@ -24,13 +35,14 @@ files from the store as it was): it fires nothing.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
-from .etcd import EtcdClient, EtcdError, WatchResult
+from .etcd import BAD_ANSWER, EtcdClient, EtcdError, WatchResult
 from .records import read_mapping, save_json
 from .spec import PILLAR_KEY, EtcdSettings, deep_merge, load_root, load_service
 
@@ -40,6 +52,20 @@ MAX_KEYS = 50
 # (etcd's watch catches up on past revisions about every 100 ms).
 DEFAULT_WAIT = 0.3
 MAX_WAIT = 5.0
+# Connecting to one endpoint (TCP and TLS) during a pass takes at most this
+# long (or the settings' timeout, if shorter): a black-holed endpoint leaves
+# time for the next one.
+CONNECT_TIMEOUT = 2.0
+# A pass has at least its wait and this long for its requests.
+PASS_SLACK = 2.0
+
+
+def pass_budget(interval: float, wait: float) -> float:
+    """How long one pass may take at most, in seconds: ``max(interval / 2,
+    wait + 2)``. Every request of the pass (connecting, authenticating, the
+    watch and its wait) ends by then; a pass that runs out of time is an
+    ``unreachable`` (kind ``timeout``), and the revision is kept."""
+    return max(interval / 2, wait + PASS_SLACK)
 
 
 @dataclass(frozen=True)
@@ -112,13 +138,34 @@ def start_revision(memory: Mapping[str, Any], store: str) -> int | None:
     return revision + 1
 
 
+def cluster_of(client: EtcdClient) -> dict[str, str]:
+    """Which cluster (and member of it) answered ``client`` last, to remember."""
+    return {"cluster_id": client.cluster_id, "member_id": client.member_id}
+
+
+def another_cluster(memory: Mapping[str, Any], cluster: Mapping[str, str]) -> str | None:
+    """Why the store answering now is not the one remembered (a new cluster at
+    the same endpoints, whose history is another one), or None. Only the
+    cluster id counts: another member of the same cluster (a failover) has
+    the same history. A memory from before ids were kept matches any."""
+    before, now = memory.get("cluster_id"), cluster.get("cluster_id")
+    if not before or not now or before == now:
+        return None
+    return f"another etcd cluster answers at the endpoints (cluster id {now}, was {before})"
+
+
 def on_baseline(
-    memory: Mapping[str, Any], services: Mapping[str, Any], store: str, revision: int
+    memory: Mapping[str, Any],
+    services: Mapping[str, Any],
+    store: str,
+    revision: int,
+    cluster: Mapping[str, str] | None = None,
 ) -> Pass:
     """The first look (or the first at this store): remember ``revision``, fire nothing
     (but ``reachable`` when etcd had been unreachable)."""
     events, infos = _back(memory, services)
-    return Pass(events, _remember(memory, store=store, revision=revision), infos=infos)
+    remembered = _remember(memory, store=store, revision=revision, **dict(cluster or {}))
+    return Pass(events, remembered, infos=infos)
 
 
 def on_watch(
@@ -126,10 +173,20 @@ def on_watch(
     services: Mapping[str, Mapping[str, str]],
     store: str,
     result: WatchResult,
+    cluster: Mapping[str, str] | None = None,
+    why: str | None = None,
 ) -> Pass:
     """One ``changed`` event per service with a changed prefix; every service
-    when the history was compacted away."""
+    when the changes are not known: the history was compacted away, or
+    another cluster answers (``cluster``, against the remembered one), or
+    ``why`` (etcd's watch failed; ``result`` is then the store's revision,
+    marked compacted)."""
+    replaced = another_cluster(memory, cluster or {})
+    if replaced and not result.compacted:
+        every = frozenset(p for files in services.values() for p in files.values())
+        result = WatchResult(result.revision, every, {}, compacted=True)
     events, infos = _back(memory, services)
+    warnings: list[str] = []
     for service, files in sorted(services.items()):
         if result.compacted:
             events.append(_changed(service, sorted(files), [], result.revision, compacted=True))
@@ -139,12 +196,21 @@ def on_watch(
             keys = sorted({k for p in set(files.values()) for k in result.keys.get(p, ())})
             events.append(_changed(service, changed_files, keys, result.revision))
     if result.compacted:
-        infos.append(
-            f"dockerops_etcd beacon: etcd no longer has the changes since revision "
-            f"{memory.get('revision')} (compacted, or the store went back): every watched "
-            f"service is reported changed; watching from revision {result.revision} on"
+        reason = (
+            why
+            or replaced
+            or (
+                f"etcd no longer has the changes since revision {memory.get('revision')} "
+                "(compacted, or the store went back)"
+            )
         )
-    return Pass(events, _remember(memory, store=store, revision=result.revision), infos=infos)
+        line = (
+            f"dockerops_etcd beacon: {reason}: every watched service is reported changed; "
+            f"watching from revision {result.revision} on"
+        )
+        (warnings if why or replaced else infos).append(line)
+    remembered = _remember(memory, store=store, revision=result.revision, **dict(cluster or {}))
+    return Pass(events, remembered, warnings=warnings, infos=infos)
 
 
 def on_error(memory: Mapping[str, Any], services: Iterable[str], err: EtcdError) -> Pass:
@@ -209,15 +275,25 @@ def look(
     memory: Mapping[str, Any],
     wait: float = DEFAULT_WAIT,
     only: Iterable[str] | None = None,
+    budget: float | None = None,
 ) -> Pass:
     """One pass of the beacon: the services' prefixes watched from the
-    remembered revision (see the module's documentation)."""
+    remembered revision (see the module's documentation).
+
+    ``budget``: seconds the pass may take (:func:`pass_budget`); its
+    requests then connect within ``min(timeout, 2 s)`` each, and all end by
+    then. None: each request is bounded by the settings' timeout alone."""
+    deadline = None if budget is None else time.monotonic() + budget
     services, problems = etcd_services(pillar, only)
     if not services:
         return on_problems(memory, problems)
     try:
         settings = load_root(pillar).etcd
-        client = EtcdClient(settings)
+        if deadline is None:
+            client = EtcdClient(settings)
+        else:
+            connect = min(settings.timeout, CONNECT_TIMEOUT)
+            client = EtcdClient(settings, connect_timeout=connect, deadline=deadline)
     except SpecError as err:
         # No store to watch (no endpoints, a TLS file missing): said once.
         return on_problems(memory, [*problems, *err.problems])
@@ -225,15 +301,26 @@ def look(
     store = store_id(settings)
     start = start_revision(noted.memory, store)
     prefixes = sorted({p for files in services.values() for p in files.values()})
+    why = None
     try:
         if start is None:
-            return _merge(
-                noted, on_baseline(noted.memory, services, store, client.current_revision())
-            )
-        result = client.watch(prefixes, start, wait)
+            revision = client.current_revision()
+            found = on_baseline(noted.memory, services, store, revision, cluster_of(client))
+            return _merge(noted, found)
+        try:
+            result = client.watch(prefixes, start, wait)
+        except EtcdError as err:
+            if err.kind != BAD_ANSWER:
+                raise
+            # The watch cannot go on from the remembered revision (an answer
+            # over the size cap would come again at every pass): take the
+            # store's revision now, and say every service changed.
+            why = f"the watch failed ({err})"
+            result = WatchResult(client.current_revision(), frozenset(prefixes), {}, True)
     except EtcdError as err:
         return _merge(noted, on_error(noted.memory, services, err))
-    return _merge(noted, on_watch(noted.memory, services, store, result))
+    found = on_watch(noted.memory, services, store, result, cluster_of(client), why)
+    return _merge(noted, found)
 
 
 def _merge(first: Pass, then: Pass) -> Pass:

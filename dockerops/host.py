@@ -22,6 +22,7 @@ from .client import docker_client, translate_errors
 from .errors import DockerError, NotFound
 from .health import POLL, Clock, HealthReport, HealthWatch
 from .inputs import NamedVolume
+from .registry import parse_reference, settings_for
 from .replicas import (
     LABEL_MANAGED,
     LABEL_SERVICE,
@@ -55,9 +56,12 @@ class DockerHost:
         self.registries: Mapping[str, RegistrySettings] = {}
 
     def auth_config(self, ref: str) -> dict[str, str] | None:
-        """The credentials pillar gives for ``ref``'s registry, as docker-py takes them."""
-        first = ref.split("/", 1)[0] if "/" in ref else ""
-        settings = self.registries.get(first)
+        """The credentials pillar gives for ``ref``'s registry, as docker-py takes them.
+
+        The registry is found as Docker finds it (``org/app`` is Docker Hub,
+        keyed under any of its names), as the config image builder does.
+        """
+        settings = settings_for(parse_reference(ref).registry, self.registries)
         if settings is None or settings.username is None or settings.password is None:
             return None
         return {"username": settings.username, "password": settings.password}

@@ -8,9 +8,16 @@ the credentials of ``dockerops:registries:<host[:port]>``.
 
 Registries on a loopback address, and those marked ``insecure``, are spoken to
 in plain HTTP (as Docker does); every other one over HTTPS with the system's
-trust store. The password is a secret: it is sent only in an
+trust store. A registry is not trusted with anything else: only http and https
+URLs are ever opened, and a URL it hands out (a token realm, an upload
+``Location``, a redirect) must be https, or plain http only when the registry
+itself is plain and the URL is on a loopback address or the registry's own
+host. The password is a secret: it is sent only to the registry's own base
+URL (scheme, host and port) and to an acceptable token realm, in an
 ``Authorization`` header that is never forwarded on a redirect, and never
-appears in an error.
+appears in an error. Every answer is read up to a cap (a manifest 4 MiB, a
+config blob 8 MiB, a token answer 1 MiB, an error body 64 KiB): a registry
+cannot fill this host's memory.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from typing import Any
@@ -48,6 +55,11 @@ DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 DOCKER_HUB_NAMES = (DOCKER_HUB, "index.docker.io", DOCKER_HUB_ENDPOINT)
 
 DEFAULT_TIMEOUT = 60.0
+# The most read of a body: a hostile or broken registry cannot fill memory.
+MANIFEST_MAX = 4 * 1024 * 1024
+CONFIG_BLOB_MAX = 8 * 1024 * 1024
+TOKEN_MAX = 1024 * 1024
+ERROR_BODY_MAX = 64 * 1024
 # What of a registry's error body goes into a message.
 BODY_SHOWN = 300
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -159,10 +171,68 @@ class _Response:
     status: int
     headers: Message
     body: bytes
+    # Where it was served from, after any redirect.
+    url: str
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects are followed for GET and HEAD only (a blob served from storage)."""
+class _RefusedURL(Exception):
+    """A URL handed out by the registry (here: a redirect) that is not opened."""
+
+
+Origin = tuple[str, str, int | None]
+
+
+def origin(url: str) -> Origin:
+    """(scheme, host, port) of ``url``, the port defaulted: what must match
+    for a request to go to the same server. ValueError for a bad port."""
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _where(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: never its user info, path or query
+    (an upload location or a realm may carry a secret of their own)."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port else "")
+
+
+def _size(limit: int) -> str:
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if limit >= size and limit % size == 0:
+            return f"{limit // size} {unit}"
+    return f"{limit} bytes"
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are followed for GET and HEAD only (a blob served from
+    storage), and only to a URL the client accepts (``refusal``)."""
+
+    def __init__(self, refusal: Callable[[str], str | None]) -> None:
+        self._refusal = refusal
+
+    def http_error_302(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any
+    ) -> Any:
+        # Checked here, before urllib's own check (which lets ftp: through).
+        target = headers.get("location") or headers.get("uri")
+        if target and req.get_method() in ("GET", "HEAD"):
+            newurl = urllib.parse.urljoin(req.full_url, target)
+            why = self._refusal(newurl)
+            if why is not None:
+                fp.close()
+                raise _RefusedURL(f"refusing a redirect to {_where(newurl)}: {why}")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
     def redirect_request(
         self,
@@ -198,15 +268,15 @@ class RegistryClient:
         self.settings = settings or RegistrySettings()
         self.push = push
         self.timeout = timeout
-        plain = is_loopback(registry) or self.settings.insecure
+        self._plain = is_loopback(registry) or self.settings.insecure
         endpoint = DOCKER_HUB_ENDPOINT if registry in DOCKER_HUB_NAMES else registry
-        self.base_url = f"{'http' if plain else 'https'}://{endpoint}"
+        self.base_url = f"{'http' if self._plain else 'https'}://{endpoint}"
+        # Credentials go to this origin only (and to an accepted token realm).
+        self._origin = origin(self.base_url)
         self._masker = Masker([self.settings.password] if self.settings.password else [])
         self._authorization: str | None = None
         self._scopes: list[str] = []
-        self._opener = urllib.request.build_opener(
-            _NoRedirect(), urllib.request.HTTPSHandler(context=ssl.create_default_context())
-        )
+        self._opener = _opener(self._refusal)
         # Requests made (method, path): lets a caller see what a call cost.
         self.requests: list[tuple[str, str]] = []
 
@@ -232,7 +302,10 @@ class RegistryClient:
         """
         accept = ", ".join(MANIFEST_TYPES + LIST_TYPES)
         resp = self._request(
-            "GET", f"/v2/{self.repository}/manifests/{reference}", headers={"Accept": accept}
+            "GET",
+            f"/v2/{self.repository}/manifests/{reference}",
+            headers={"Accept": accept},
+            limit=MANIFEST_MAX,
         )
         if resp.status == 404:
             return None
@@ -280,9 +353,10 @@ class RegistryClient:
         manifest = self.manifest(reference)
         return manifest.digest if manifest is not None else None
 
-    def blob(self, digest: str) -> bytes:
-        """A blob's content, checked against its digest."""
-        resp = self._request("GET", f"/v2/{self.repository}/blobs/{_checked(digest)}")
+    def blob(self, digest: str, limit: int = CONFIG_BLOB_MAX) -> bytes:
+        """A blob's content, checked against its digest; at most ``limit``
+        bytes (an image config, by default)."""
+        resp = self._request("GET", f"/v2/{self.repository}/blobs/{_checked(digest)}", limit=limit)
         self._expect(resp, (200,), f"reading blob {digest}")
         if sha256_digest(resp.body) != digest:
             raise self._error(f"blob {digest}: the content served does not match its digest")
@@ -346,39 +420,112 @@ class RegistryClient:
 
     # -- transport and authentication ---------------------------------------
 
+    def _refusal(self, url: str) -> str | None:
+        """Why ``url`` (one the registry handed out: a token realm, an upload
+        location, a redirect) is not opened; None when it may be.
+
+        https anywhere; plain http only when this registry is spoken to in
+        plain http itself (loopback or ``insecure``) and the URL stays on a
+        loopback address or the registry's own host; nothing else, ever (a
+        file: URL would read this host's files).
+        """
+        try:
+            scheme, host, _port = origin(url)
+        except ValueError:
+            return "its port is not a number"
+        if scheme not in ("http", "https"):
+            return (
+                f"a {scheme or 'relative'} URL; only https (or http to a loopback or "
+                "insecure registry) is opened"
+            )
+        if not host:
+            return "it names no host"
+        if scheme == "https":
+            return None
+        if self._plain and (is_loopback(host) or host == self._origin[1]):
+            return None
+        return (
+            "plain http only to a loopback address or to the host of a registry marked "
+            f"insecure (dockerops:registries:{self.registry}:insecure)"
+        )
+
     def _request(
         self,
         method: str,
         path: str,
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        limit: int = ERROR_BODY_MAX,
     ) -> _Response:
         url = path if "://" in path else self.base_url + path
+        doing = f"{method} {urllib.parse.urlsplit(url).path}"
+        why = self._refusal(url)
+        if why is not None:
+            raise self._error(f"{doing}: refusing {_where(url)}: {why}")
         self.requests.append((method, urllib.parse.urlsplit(url).path))
+        # An upload location may be another server (a storage bucket): the
+        # password or token is for the registry alone.
+        ours = origin(url) == self._origin
         for attempt in (1, 2):
             req = urllib.request.Request(url, data=data, method=method)
             for name, value in (headers or {}).items():
                 req.add_header(name, value)
-            if self._authorization:
+            if self._authorization and ours:
                 # Unredirected: a blob served from elsewhere never sees it.
                 req.add_unredirected_header("Authorization", self._authorization)
-            resp = self._open(req, f"{method} {urllib.parse.urlsplit(url).path}")
-            if resp.status == 401 and attempt == 1 and self._authenticate(resp):
+            resp = self._open(req, doing, limit)
+            if (
+                resp.status == 401
+                and attempt == 1
+                and self._served_by_registry(resp)
+                and self._authenticate(resp)
+            ):
                 continue
             return resp
         return resp
 
-    def _open(self, req: urllib.request.Request, doing: str) -> _Response:
+    def _served_by_registry(self, resp: _Response) -> bool:
+        """Whether ``resp`` came from the registry's base URL (not from where
+        a redirect or an upload location led): only its challenges are answered."""
+        try:
+            return origin(resp.url) == self._origin
+        except ValueError:
+            return False
+
+    def _open(self, req: urllib.request.Request, doing: str, limit: int) -> _Response:
         try:
             with self._opener.open(req, timeout=self.timeout) as raw:
-                return _Response(raw.status, raw.headers, raw.read())
+                status = getattr(raw, "status", None)
+                if not isinstance(status, int):
+                    # Only HTTP handlers are installed: a guard, and what is
+                    # not an HTTP answer is never quoted.
+                    raise self._error(f"{doing}: {_where(req.full_url)} gave no HTTP answer")
+                return _Response(status, raw.headers, self._read(raw, limit, doing), raw.geturl())
         except urllib.error.HTTPError as err:
             with err:
-                body = err.read() if req.get_method() != "HEAD" else b""
-            return _Response(err.code, err.headers, body)
+                body = b""
+                if req.get_method() != "HEAD":
+                    body = self._read(err, ERROR_BODY_MAX, f"{doing}: HTTP {err.code}")
+            return _Response(err.code, err.headers, body, err.geturl())
+        except _RefusedURL as err:
+            raise self._error(f"{doing}: {err}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
             reason = getattr(err, "reason", None) or err
-            raise self._error(f"{doing}: cannot reach {self.base_url}: {reason}") from None
+            raise self._error(f"{doing}: cannot reach {_where(req.full_url)}: {reason}") from None
+
+    def _read(self, stream: Any, limit: int, doing: str) -> bytes:
+        """At most ``limit`` bytes of ``stream``; an error past that."""
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = stream.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise self._error(f"{doing}: the answer is larger than {_size(limit)}")
+        return b"".join(chunks)
 
     def _authenticate(self, resp: _Response) -> bool:
         """Answer a 401's challenge; False when there is nothing more to try."""
@@ -403,6 +550,10 @@ class RegistryClient:
 
     def _token(self, params: Mapping[str, str]) -> str:
         realm = params["realm"]
+        why = self._refusal(realm)
+        if why is not None:
+            # Checked before anything is sent: the realm gets the password.
+            raise self._error(f"refusing the token realm {_where(realm)}: {why}")
         actions = "pull,push" if self.push else "pull"
         scopes = [f"repository:{self.repository}:{actions}"]
         # The scopes the registry asked for too (a mount's source repository),
@@ -421,8 +572,8 @@ class RegistryClient:
         if username is not None and password is not None:
             req.add_unredirected_header("Authorization", "Basic " + _basic(username, password))
         self.requests.append(("GET", urllib.parse.urlsplit(url).path))
-        host = urllib.parse.urlsplit(realm).netloc
-        resp = self._open(req, f"asking the token service {host}")
+        host = _where(realm)
+        resp = self._open(req, f"asking the token service {host}", TOKEN_MAX)
         if resp.status in (401, 403):
             if username is None:
                 raise self._error(
@@ -443,6 +594,8 @@ class RegistryClient:
     def _expect(self, resp: _Response, ok: tuple[int, ...], doing: str) -> None:
         if resp.status in ok:
             return
+        if resp.status == 401 and not self._served_by_registry(resp):
+            raise self._error(f"{doing}: HTTP 401 from {_where(resp.url)}")
         if resp.status == 401:
             who = f"user {self.settings.username}" if self.settings.username else "anonymous"
             raise self._error(f"{doing}: the registry refused the credentials ({who})")
@@ -453,6 +606,27 @@ class RegistryClient:
     def _error(self, message: str) -> RegistryError:
         where = f"registry {self.registry}, {self.repository}"
         return RegistryError(self._masker(f"{where}: {message}"))
+
+
+def _opener(refusal: Callable[[str], str | None]) -> urllib.request.OpenerDirector:
+    """An opener of http and https URLs only (``build_opener`` would add
+    file:, ftp: and data:), following redirects that ``refusal`` accepts.
+
+    The environment's http and https proxies are honoured, as before.
+    """
+    opener = urllib.request.OpenerDirector()
+    proxies = {k: v for k, v in urllib.request.getproxies().items() if k in ("http", "https")}
+    for handler in (
+        urllib.request.ProxyHandler(proxies),
+        urllib.request.UnknownHandler(),  # any other scheme: an error, not None
+        urllib.request.HTTPHandler(),
+        urllib.request.HTTPSHandler(context=ssl.create_default_context()),
+        _Redirects(refusal),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
 
 
 def _basic(username: str, password: str) -> str:

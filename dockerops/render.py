@@ -21,7 +21,7 @@ from typing import Any
 
 from .config import RenderedConfig, render
 from .errors import SpecError
-from .etcd import EtcdClient, check_required, render_values
+from .etcd import EtcdClient, Snapshot, check_required, render_values
 from .masking import Masker
 from .spec import PILLAR_KEY, EtcdSettings, EtcdSource, ServiceSpec
 
@@ -44,7 +44,7 @@ def render_service_config(
     """Render ``spec``'s config directory (no host writes), or None without one.
 
     Files from etcd (``etcd: {prefix, format}``) are read with ``etcd``'s
-    settings (``dockerops:etcd``), each prefix in one read at one revision.
+    settings (``dockerops:etcd``): every prefix once, all at one revision.
     """
     if spec.config is None:
         return None
@@ -100,15 +100,18 @@ def render_service_config(
             raise SpecError([f"{where}:{name}: template failed (Salt could not render it)"])
         return out
 
-    client: list[EtcdClient] = []
+    snapshots: dict[str, Snapshot] = {}
 
     def from_store(name: str, source: EtcdSource) -> str:
         here = f"{where}:{name}:etcd"
         if etcd is None or not etcd.endpoints:
             raise SpecError([f"{here}: needs {PILLAR_KEY}:etcd:endpoints"])
-        if not client:
-            client.append(EtcdClient(etcd))
-        snapshot = client[0].get_prefix(source.prefix)
+        if not snapshots:
+            # Every prefix of the service, each read once, all at one revision:
+            # one config version never mixes two states of the store.
+            prefixes = {item.prefix for item in spec.etcd_files.values()}
+            snapshots.update(EtcdClient(etcd).get_prefixes(prefixes))
+        snapshot = snapshots[source.prefix]
         check_required(snapshot.values, source.required, here)
         if source.format != "template":
             return render_values(source.format, snapshot.values, here)

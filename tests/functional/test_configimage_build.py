@@ -234,6 +234,57 @@ def test_changed_content_is_a_new_tag(demo_images: dict[str, str]):
     assert third.image_id != first.image_id
 
 
+def push_as(client: docker.DockerClient, source: str, repository: str, tag: str) -> None:
+    """Push the local image ``source`` as ``repository:tag`` (untagged locally after)."""
+    client.images.get(source).tag(repository, tag)
+    try:
+        for line in client.api.push(repository, tag=tag, stream=True, decode=True):
+            assert "error" not in line, line
+    finally:
+        client.images.remove(f"{repository}:{tag}")
+
+
+def manifest_digest(registry: Registry, repository: str, tag: str) -> str:
+    path = repository.split("/", 1)[1]
+    req = urllib.request.Request(
+        f"http://{registry.address}/v2/{path}/manifests/{tag}",
+        method="HEAD",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return str(resp.headers["Docker-Content-Digest"])
+
+
+def test_app_tag_pushed_again_never_overwrites_the_config_image(
+    registry: Registry, demo_images: dict[str, str], docker_client: docker.DockerClient
+):
+    # A repository of this test's own: the app tag is pushed again below.
+    repository = f"{registry.address}/t{secrets.token_hex(4)}/app"
+    push_as(docker_client, demo_images["1.0"], repository, "1.0")
+    spec = service(repository)
+    rendered = rendered_of(spec)
+    first = ensure_config_image(None, spec, rendered, {})
+    assert first.built
+
+    # Another image under the app tag: its config image would be another
+    # image under the same config image tag.
+    push_as(docker_client, demo_images["1.1"], repository, "1.0")
+    pushed_again = manifest_digest(registry, repository, "1.0")
+    assert pushed_again != first.base_digest
+    before = storage_state(registry)
+    for kwargs in ({}, {"test": True}, {"build": False}):
+        with pytest.raises(ConfigImageError) as err:
+            ensure_config_image(None, spec, rendered, {}, **kwargs)
+        message = str(err.value)
+        assert (
+            f"the app tag 1.0 was pushed again (digest {pushed_again}, the config image "
+            f"{first.ref} was built on {first.base_digest}): give the app a new tag"
+        ) in message, message
+    # Nothing written: the config image tag still names the first image.
+    assert storage_state(registry) == before
+    assert manifest_digest(registry, repository, first.tag) == first.digest
+
+
 def test_manifest_list_is_refused(registry: Registry, demo_images: dict[str, str]):
     # A manifest list of the demo image, under its own tag.
     repository = demo_images["repository"]
@@ -495,8 +546,20 @@ def test_registry_with_auth(
 
 def test_owner_names_are_refused_before_any_request(demo_images: dict[str, str]):
     files = {"a.conf": {"contents": "x", "mode": "0644", "owner": "www-data"}}
-    spec = service(demo_images["repository"], files)
+    # The pillar is refused as it is loaded...
+    with pytest.raises(SpecError, match=r"dockerops:services:web:config: .*a\.conf:owner"):
+        service(demo_images["repository"], files)
+    # ...and a spec that got past that (validation skipped here) by the builder.
+    spec = service(demo_images["repository"])
+    assert spec.config is not None
+    named = spec.config.model_copy(
+        update={
+            "files": {
+                "a.conf": spec.config.files["app.conf"].model_copy(update={"owner": "www-data"})
+            }
+        }
+    )
     # A registry that does not exist: a request would fail differently.
-    unreachable = spec.model_copy(update={"image": f"127.0.0.1:{free_port()}/x/y"})
+    unreachable = spec.model_copy(update={"image": f"127.0.0.1:{free_port()}/x/y", "config": named})
     with pytest.raises(SpecError, match=r"dockerops:services:web:config:files:a\.conf:owner"):
-        ensure_config_image(None, unreachable, rendered_of(spec), {})
+        ensure_config_image(None, unreachable, rendered_of(unreachable), {})

@@ -214,6 +214,24 @@ def test_a_watch_from_a_revision_sees_exactly_the_changes_after_it(etcd: Etcd, p
     assert (again.revision, again.changed) == (now, frozenset())
 
 
+def test_a_watch_whose_wait_ends_before_etcd_caught_up_asks_the_keyspace(
+    etcd: Etcd, prefix: str
+) -> None:
+    # wait 0: no catch-up answer is read at all; whether each prefix changed in
+    # the window then comes from the keyspace (a put, a delete, or nothing).
+    put, deleted, quiet = prefix + "put/", prefix + "deleted/", prefix + "quiet/"
+    etcd.put(deleted + "k", "1")
+    etcd.put(quiet + "k", "1")
+    watcher = client(etcd.url)
+    seen = watcher.current_revision()
+    etcd.put(put + "k", "1")
+    etcd.delete(deleted + "k")
+    etcd.put(prefix[:-1] + "-elsewhere", "1")
+    result = watcher.watch([put, deleted, quiet], seen + 1, 0)
+    assert result.changed == {put, deleted}
+    assert not result.compacted
+
+
 def test_a_compacted_start_revision_is_reported(own_etcd: Etcd) -> None:
     first = own_etcd.put("/app/a", "1")
     own_etcd.put("/app/a", "2")
@@ -378,3 +396,231 @@ def test_bad_beacon_configs_are_refused(tmp_path: Path, config: Any) -> None:
 
     ok, _ = beacons(beacon_opts(tmp_path, {}), {})["dockerops_etcd.validate"](config)
     assert ok is False
+
+
+# -- bounds: what one prefix, one answer and one beacon pass may take ----------
+
+
+def test_a_prefix_over_the_total_size_cap_is_too_large_however_it_is_paged(
+    etcd: Etcd, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in "abcde":
+        etcd.put(prefix + name, "v" * 40)
+    monkeypatch.setattr(dockerops.etcd, "PAGE_SIZE", 2)  # each page well under any cap
+    monkeypatch.setattr(dockerops.etcd, "MAX_PREFIX_BYTES", 150)
+
+    with pytest.raises(EtcdError) as err:
+        client(etcd.url).get_prefix(prefix)
+
+    assert err.value.kind == "bad_value"
+    assert str(err.value) == (
+        f"the keys under {prefix} hold more than 150 bytes of keys and values: "
+        "too large for a config file"
+    )
+    monkeypatch.setattr(dockerops.etcd, "MAX_PREFIX_BYTES", 5 * (len(prefix) + 41))
+    assert len(client(etcd.url).get_prefix(prefix).values) == 5
+
+
+def test_an_answer_over_the_size_cap_says_so(
+    etcd: Etcd, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etcd.put(prefix + "big", "x" * 3000)
+    monkeypatch.setattr(dockerops.etcd, "_MAX_LINE", 2000)
+
+    with pytest.raises(EtcdError) as err:
+        client(etcd.url).get_prefix(prefix)
+
+    assert err.value.kind == "bad_answer"
+    assert str(err.value) == (
+        f"etcd at {etcd.url} answered /v3/kv/range with an answer larger than 2000 bytes"
+    )
+
+
+def watched(urls: str | list[str], **etcd: Any) -> dict[str, Any]:
+    return {
+        "dockerops": {
+            "etcd": {"endpoints": [urls] if isinstance(urls, str) else urls, **etcd},
+            "services": {"web": etcd_service("/web/prod/"), "api": etcd_service("/api/prod/")},
+        }
+    }
+
+
+def test_a_watch_answer_over_the_cap_is_a_new_baseline_not_a_stuck_beacon(
+    own_etcd: Etcd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockerops.etcdwatch import look
+
+    pillar = watched(own_etcd.url)
+    memory = look(pillar, {}).memory
+    own_etcd.put("/web/prod/a", "x" * 3000)  # the catch-up batch: one line over the cap
+    now = own_etcd.put("/web/prod/b", "x" * 3000)
+    monkeypatch.setattr(dockerops.etcd, "_MAX_LINE", 2000)
+
+    found = look(pillar, memory)
+
+    assert [(e["tag"], e["compacted"], e["revision"]) for e in found.events] == [
+        ("api/changed", True, now),
+        ("web/changed", True, now),
+    ]
+    (warning,) = found.warnings
+    assert "sent a watch answer larger than 2000 bytes" in warning
+    # The revision moved on: the next pass is an ordinary one.
+    assert found.memory["revision"] == now
+    assert look(pillar, found.memory).events == []
+    last = own_etcd.put("/api/prod/k", "small")
+    assert [(e["tag"], e["keys"], e["compacted"]) for e in look(pillar, found.memory).events] == [
+        ("api/changed", ["/api/prod/k"], False)
+    ]
+    assert look(pillar, found.memory).memory["revision"] == last
+
+
+def test_the_beacon_notices_another_cluster_at_the_same_endpoint(
+    own_etcd: Etcd, tmp_path: Path
+) -> None:
+    from dockerops.etcdwatch import look
+
+    pillar = watched(own_etcd.url)
+    own_etcd.put("/web/prod/a", "1")
+    memory = look(pillar, {}).memory
+    assert memory["cluster_id"]
+    own_etcd.stop()
+    (tmp_path / "new").mkdir()
+    replaced = Etcd(tmp_path / "new")  # a fresh cluster (its own peer port, so its own id)
+    replaced.client_port, replaced.url = own_etcd.client_port, own_etcd.url
+    replaced.start()
+    try:
+        for n in range(memory["revision"] + 3):  # past the remembered revision
+            now = replaced.put("/elsewhere/k", str(n))
+
+        found = look(pillar, memory)
+
+        assert [(e["tag"], e["compacted"], e["revision"]) for e in found.events] == [
+            ("api/changed", True, now),
+            ("web/changed", True, now),
+        ]
+        assert "another etcd cluster answers at the endpoints" in found.warnings[0]
+        assert look(pillar, found.memory).events == []
+    finally:
+        replaced.stop()
+
+
+@pytest.fixture
+def black_holes() -> Iterator[list[str]]:
+    """Two endpoints on 127.0.0.1 that never complete a connection (a listen
+    queue of one, filled: the kernel drops further SYNs, like a firewall)."""
+    sockets, urls = [], []
+    try:
+        for _ in range(2):
+            listener = socket.socket()
+            sockets.append(listener)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(0)
+            sockets.append(socket.create_connection(listener.getsockname(), timeout=2))
+            urls.append(f"http://127.0.0.1:{listener.getsockname()[1]}")
+        yield urls
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_beacon_pass_is_bounded_however_many_endpoints_are_black_holed(
+    etcd: Etcd, tmp_path: Path, black_holes: list[str]
+) -> None:
+    from salt.loader import beacons
+
+    # Without a bound: 5 s per endpoint; with it, at most max(4 / 2, 0.3 + 2) s.
+    config = [{"interval": 4}]
+    pillar = watched(black_holes, timeout="5s")
+    beacon = beacons(beacon_opts(tmp_path / "a", pillar), {})["dockerops_etcd.beacon"]
+    started = time.monotonic()
+    found = beacon(config)
+    assert time.monotonic() - started < 3.3
+    assert [(e["tag"], e["kind"]) for e in found] == [
+        ("api/unreachable", "timeout"),
+        ("web/unreachable", "timeout"),
+    ]
+
+    # One black hole first: it gets 2 s to connect, the next endpoint the rest.
+    pillar = watched([black_holes[0], etcd.url], timeout="5s")
+    beacon = beacons(beacon_opts(tmp_path / "b", pillar), {})["dockerops_etcd.beacon"]
+    started = time.monotonic()
+    assert beacon(config) == []  # the baseline, from the endpoint that answers
+    assert time.monotonic() - started < 3.3
+
+
+# -- one config version, one revision ---------------------------------------
+
+
+def etcd_files_spec(url: str, one: str, two: str) -> Any:
+    from dockerops.spec import load_service
+
+    files = {
+        "a.json": {"etcd": {"prefix": one}},
+        "b.env": {"etcd": {"prefix": two, "format": "env"}},
+        "c.yaml": {"etcd": {"prefix": one, "format": "yaml"}},  # the same prefix again
+    }
+    data = {
+        "dockerops": {
+            "etcd": {"endpoints": [url], "timeout": "2s"},
+            "services": {"web": {"image": "web", "config": {"path": "/etc/web", "files": files}}},
+        }
+    }
+    return load_service(data, "web")
+
+
+def test_a_render_reads_each_prefix_once_all_at_the_first_reads_revision(
+    own_etcd: Etcd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dockerops.render import render_service_config
+    from dockerops.spec import EtcdSettings
+
+    one, two = "/one/", "/two/"
+    own_etcd.put(one + "k", "1")
+    first = own_etcd.put(two + "LEVEL", "old")
+    spec = etcd_files_spec(own_etcd.url, one, two)
+    settings = EtcdSettings(endpoints=[own_etcd.url], timeout=2)
+    read = EtcdClient.get_prefix
+    calls: list[tuple[str, int | None]] = []
+    between: list[Any] = []
+
+    def store_changes_after_each_read(
+        self: EtcdClient, prefix: str, revision: int | None = None
+    ) -> Any:
+        calls.append((prefix, revision))
+        snapshot = read(self, prefix, revision)
+        if between:
+            between.pop(0)()
+        return snapshot
+
+    monkeypatch.setattr(EtcdClient, "get_prefix", store_changes_after_each_read)
+
+    def render() -> dict[str, bytes]:
+        rendered = render_service_config(spec, {}, etcd=settings)
+        assert rendered is not None
+        return {name: item.content for name, item in rendered.by_name().items()}
+
+    between.append(lambda: own_etcd.put(two + "LEVEL", "new"))
+    files = render()
+    assert calls == [(one, None), (two, first)]
+    assert files["b.env"] == b"LEVEL=old\n"  # as it was when the first prefix was read
+    assert files["a.json"] == b'{\n  "k": "1"\n}\n' and files["c.yaml"] == b"k: '1'\n"
+
+    # The revision compacted between two reads: every prefix read again, once.
+    def change_and_compact() -> None:
+        own_etcd.put(one + "k", "2")
+        own_etcd.compact(own_etcd.put(two + "LEVEL", "newer"))
+
+    calls.clear()
+    between.append(change_and_compact)
+    now = own_etcd.revision()
+    files = render()
+    assert calls == [(one, None), (two, now), (one, None), (two, now + 2)]
+    assert (files["a.json"], files["b.env"]) == (b'{\n  "k": "2"\n}\n', b"LEVEL=newer\n")
+
+    # ... and not more than once (a read that fails changes nothing after it).
+    calls.clear()
+    between.extend([change_and_compact, change_and_compact])
+    with pytest.raises(EtcdError) as err:
+        render()
+    assert err.value.kind == "compacted"
+    assert len(calls) == 4 and "again, after reading every prefix afresh" in str(err.value)

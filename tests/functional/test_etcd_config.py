@@ -344,9 +344,11 @@ def test_etcd_stopping_mid_render_leaves_the_running_config_untouched(
     read = EtcdClient.get_prefix
     calls: list[str] = []
 
-    def etcd_stops_after_the_first_read(self: EtcdClient, prefix: str) -> Any:
+    def etcd_stops_after_the_first_read(
+        self: EtcdClient, prefix: str, revision: int | None = None
+    ) -> Any:
         calls.append(prefix)
-        snapshot = read(self, prefix)
+        snapshot = read(self, prefix, revision)
         if len(calls) == 1:
             etcd.stop()
         return snapshot

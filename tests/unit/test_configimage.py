@@ -23,16 +23,19 @@ from dockerops.configimage import (
     LAYER_MTIME,
     OCI_LAYER,
     OPAQUE_MARKER,
+    _differs,
     assemble,
     compress,
     config_tag,
     file_ids,
+    for_image,
     image_config,
     image_labels,
     image_manifest,
     layer_tar,
 )
-from dockerops.errors import SpecError
+from dockerops.configmode import here
+from dockerops.errors import NotFound, SpecError
 from dockerops.registry import (
     DOCKER_MANIFEST,
     OCI_MANIFEST,
@@ -409,3 +412,87 @@ def test_errors_name_registry_and_repository_never_the_password():
     err = client._error(f"echoed {password} back")
     assert str(err).startswith("registry reg.example.com, team/web: ")
     assert password not in str(err)
+
+
+# -- configmode.here: a local image is trusted only when it is this one ------------------
+
+
+class FakeHost:
+    """inspect_image of one local image (here() reads nothing else)."""
+
+    def __init__(self, ref: str, labels: dict[str, str]) -> None:
+        self.ref = ref
+        self.details = {"Id": "sha256:" + "1" * 64, "Config": {"Labels": labels}}
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        if ref != self.ref:
+            raise NotFound(f"no image {ref}")
+        return self.details
+
+
+def here_case(tag: str, env_short: str) -> tuple[Any, RenderedConfig, str, str]:
+    pillar = {
+        "dockerops": {
+            "environment": "production",
+            "environment_short": env_short,
+            "services": {
+                "web": {
+                    "image": "registry.example.com/web",
+                    "tag": tag,
+                    "config": {
+                        "path": "/etc/web",
+                        "mode": "image",
+                        "files": {"a": {"contents": ""}},
+                    },
+                }
+            },
+        }
+    }
+    spec = load_service(pillar, "web")
+    files = rendered(RenderedFile("a", b"", 0o644))
+    version = for_image(files, "/etc/web").version
+    ref = f"{spec.image}:{config_tag(spec.tag, spec.env_short, version)}"
+    return spec, files, version, ref
+
+
+def test_here_trusts_a_local_image_of_this_app_image():
+    spec, files, version, ref = here_case("1.0", "a-b")
+    host = FakeHost(ref, {LABEL_CONFIG_VERSION: version, LABEL_BASE_NAME: spec.image_ref})
+    found = here(host, spec, files)  # type: ignore[arg-type]
+    assert found is not None and found.ref == ref and found.present
+    assert found.base_ref == spec.image_ref
+
+
+def test_here_does_not_trust_the_config_version_alone():
+    # App tag 1.0 in environment a-b and app tag 1.0-a in environment b make
+    # the same config image tag, with the same config version.
+    spec, files, version, ref = here_case("1.0", "a-b")
+    other, _, other_version, other_ref = here_case("1.0-a", "b")
+    assert (other_ref, other_version) == (ref, version)
+    host = FakeHost(ref, {LABEL_CONFIG_VERSION: version, LABEL_BASE_NAME: other.image_ref})
+    assert here(host, spec, files) is None  # type: ignore[arg-type]
+    host.details["Config"]["Labels"].pop(LABEL_BASE_NAME)
+    assert here(host, spec, files) is None  # type: ignore[arg-type]
+    host = FakeHost(ref, {LABEL_CONFIG_VERSION: "0" * 16, LABEL_BASE_NAME: spec.image_ref})
+    assert here(host, spec, files) is None  # type: ignore[arg-type]
+
+
+def test_an_image_under_the_config_tag_that_differs_is_named_never_replaced():
+    spec = spec_of({"web.conf": {"contents": "x"}})
+    wanted = {
+        LABEL_CONFIG_VERSION: VERSION,
+        LABEL_CONFIG_PATH: "/etc/web",
+        LABEL_BASE_NAME: spec.image_ref,
+        LABEL_BASE_DIGEST: "sha256:" + "a" * 64,
+    }
+    old = {**wanted, LABEL_BASE_DIGEST: "sha256:" + "b" * 64}
+    message = _differs(spec, "r/web:t", old, wanted)
+    assert message.startswith(
+        f"the app tag 1.0 was pushed again (digest sha256:{'a' * 64}, the config image "
+        f"r/web:t was built on sha256:{'b' * 64}): give the app a new tag"
+    )
+    foreign = {LABEL_CONFIG_VERSION: VERSION}
+    message = _differs(spec, "r/web:t", foreign, wanted)
+    assert message.startswith("r/web:t in the registry is another image (")
+    assert f"{LABEL_BASE_NAME} is unset, not {spec.image_ref}" in message
+    assert "never overwritten" in message

@@ -158,3 +158,28 @@ def test_a_required_key_with_an_empty_value_is_present() -> None:
 )
 def test_the_range_end_of_a_prefix(prefix: bytes, end: bytes) -> None:
     assert prefix_range_end(prefix) == end
+
+
+def test_etcd_errors_are_store_errors_and_the_etcd_modules_import_no_salt() -> None:
+    import ast
+    from pathlib import Path
+
+    from salt.exceptions import CommandExecutionError
+
+    from dockerops import errors
+    from dockerops.etcd import EtcdError
+
+    store_error = errors.StoreError
+    assert issubclass(store_error, CommandExecutionError)
+    assert issubclass(EtcdError, store_error)
+    assert store_error.__doc__ and "key-value store failed" in store_error.__doc__
+    library = Path(__file__).resolve().parents[2] / "dockerops"
+    for module in ("etcd.py", "etcdwatch.py"):
+        tree = ast.parse((library / module).read_text())
+        imported = [
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        ] + [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [name for name in imported if name.split(".")[0] == "salt"], module

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from dockerops.etcdwatch import (
     on_error,
     on_problems,
     on_watch,
+    pass_budget,
     start_revision,
 )
 from tests.support.builders import pillar
@@ -288,3 +290,67 @@ def test_an_answer_for_a_watcher_never_asked_for_is_refused() -> None:
     with pytest.raises(EtcdError) as err:
         _WatchStream({1: "/a/"}, start=3).take(answer(7, 20, created=True))
     assert err.value.kind == "bad_answer"
+
+
+CLUSTER_A = {"cluster_id": "1111", "member_id": "21"}
+
+
+def test_another_cluster_at_the_same_endpoints_reports_every_service() -> None:
+    memory = roundtrip(on_baseline({}, SERVICES, STORE, 10, CLUSTER_A))
+    assert memory["cluster_id"] == "1111"
+    # A new cluster whose revision is past the remembered one: its changes
+    # say nothing of what changed since revision 10 in the old one.
+    other = {"cluster_id": "3333", "member_id": "41"}
+    found = on_watch(memory, SERVICES, STORE, changes(40, api_prod=["/api/prod/a"]), other)
+    assert tags(found) == ["api/changed", "web/changed", "worker/changed"]
+    assert all(e["compacted"] and e["keys"] == [] and e["revision"] == 40 for e in found.events)
+    assert found.warnings == [
+        "dockerops_etcd beacon: another etcd cluster answers at the endpoints (cluster id "
+        "3333, was 1111): every watched service is reported changed; watching from revision "
+        "40 on"
+    ]
+    after = roundtrip(found)
+    assert (after["cluster_id"], start_revision(after, STORE)) == ("3333", 41)
+    assert on_watch(after, SERVICES, STORE, WatchResult(40, frozenset()), other).events == []
+
+
+def test_another_member_of_the_same_cluster_is_the_same_store() -> None:
+    memory = roundtrip(on_baseline({}, SERVICES, STORE, 10, CLUSTER_A))
+    failover = {"cluster_id": "1111", "member_id": "22"}
+    found = on_watch(memory, SERVICES, STORE, changes(12, api_prod=["/api/prod/a"]), failover)
+    assert tags(found) == ["api/changed"] and not found.events[0]["compacted"]
+    # A memory from before clusters were remembered matches any, and learns it.
+    old = {"store": STORE, "revision": 10}
+    found = on_watch(old, SERVICES, STORE, WatchResult(12, frozenset()), CLUSTER_A)
+    assert found.events == [] and found.memory["cluster_id"] == "1111"
+
+
+def test_a_failed_watch_reports_every_service_with_its_reason() -> None:
+    memory = roundtrip(on_baseline({}, SERVICES, STORE, 10, CLUSTER_A))
+    every = frozenset(p for files in SERVICES.values() for p in files.values())
+    why = "the watch failed (etcd at x sent a watch answer larger than 67108864 bytes)"
+    found = on_watch(memory, SERVICES, STORE, WatchResult(90, every, {}, True), CLUSTER_A, why)
+    assert tags(found) == ["api/changed", "web/changed", "worker/changed"]
+    assert found.warnings[0].startswith(f"dockerops_etcd beacon: {why}: every watched")
+    assert start_revision(roundtrip(found), STORE) == 91
+
+
+@pytest.mark.parametrize(
+    ("interval", "wait", "budget"), [(10, 0.3, 5.0), (1, 0.3, 2.3), (2, 5, 7.0), (60, 5, 30.0)]
+)
+def test_a_pass_is_bounded_by_half_the_interval_or_its_wait_and_two_seconds(
+    interval: float, wait: float, budget: float
+) -> None:
+    assert pass_budget(interval, wait) == pytest.approx(budget)
+
+
+def test_the_docs_promise_at_most_once_per_revision_not_exactly_once() -> None:
+    import dockerops.etcdwatch
+
+    beacon = (Path(__file__).resolve().parents[2] / "_beacons" / "dockerops_etcd.py").read_text()
+    for text in (dockerops.etcdwatch.__doc__ or "", beacon):
+        flat = " ".join(text.split())
+        assert "neither misses" not in flat and "nor fires one twice" not in flat
+        assert "at most once per revision" in flat
+        assert "power cut between the save and the fire can drop one pass's events" in flat
+    assert "max(interval / 2, wait + 2)" in " ".join(beacon.split())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dockerops.config import RenderedConfig, RenderedFile
-from dockerops.configimage import LABEL_CONFIG_VERSION, config_tag, for_image
+from dockerops.configimage import LABEL_BASE_NAME, LABEL_CONFIG_VERSION, config_tag, for_image
 from dockerops.configmode import Running, exact, here, image_spec, running, uses_image
 from dockerops.errors import NotFound, SpecError
 from dockerops.spec import load_root, load_service
@@ -195,7 +195,7 @@ def test_a_config_image_this_host_has_is_not_asked_of_the_registry():
     inspect = {
         "Id": "sha256:feed",
         "RepoDigests": ["web@sha256:beef"],
-        "Config": {"Labels": {LABEL_CONFIG_VERSION: version}},
+        "Config": {"Labels": {LABEL_CONFIG_VERSION: version, LABEL_BASE_NAME: "web:1.0"}},
     }
 
     def ensure(*args, **kwargs):
@@ -208,6 +208,9 @@ def test_a_config_image_this_host_has_is_not_asked_of_the_registry():
     # Another image under that tag (its label differs), or none: the registry decides.
     other = {**inspect, "Config": {"Labels": {LABEL_CONFIG_VERSION: "f" * 16}}}
     assert here(_Host({ref: other}), spec, rendered) is None
+    # Built on another app image (the same tag can come of tag 1.0-a in env b).
+    labels = {LABEL_CONFIG_VERSION: version, LABEL_BASE_NAME: "web:1.0-x"}
+    assert here(_Host({ref: {**inspect, "Config": {"Labels": labels}}}), spec, rendered) is None
     assert here(_Host(), spec, rendered) is None
 
 
