@@ -42,12 +42,14 @@ from .registry import (
     parse_reference,
     sha256_digest,
 )
+from .replicas import LABEL_IMAGE_CONFIG_VERSION
 from .spec import ENV_SHORT_RE, PILLAR_KEY, TAG_RE, RegistrySettings, ServiceSpec
 
 LABEL_VERSION = "org.opencontainers.image.version"
 LABEL_BASE_NAME = "org.opencontainers.image.base.name"
 LABEL_BASE_DIGEST = "org.opencontainers.image.base.digest"
-LABEL_CONFIG_VERSION = "io.dockerops.config.version"
+# The config version (also read by dockerops.status from any container of it).
+LABEL_CONFIG_VERSION = LABEL_IMAGE_CONFIG_VERSION
 # Where the files are: the config version hashes the files, not their place.
 LABEL_CONFIG_PATH = "io.dockerops.config.path"
 

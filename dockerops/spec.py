@@ -1524,6 +1524,13 @@ class BackupSettings(_Model):
         return self.repository
 
 
+def _credential_line(cls: Any, value: str | None) -> str | None:
+    """A user name or password: one non-empty line, at most 4096 characters."""
+    if value is not None and (not value or _PATH_CONTROL_RE.search(value) or len(value) > 4096):
+        raise ValueError("one non-empty line, at most 4096 characters")
+    return value
+
+
 class RegistrySettings(_Model):
     """One registry (``dockerops:registries:<host[:port]>``): its credentials
     (the password is a secret: never shown) and whether it speaks plain HTTP
@@ -1533,12 +1540,7 @@ class RegistrySettings(_Model):
     password: str | None = Field(default=None, repr=False)
     insecure: bool = False
 
-    @field_validator("username", "password")
-    @classmethod
-    def _line(cls, value: str | None) -> str | None:
-        if value is not None and (not value or _PATH_CONTROL_RE.search(value) or len(value) > 4096):
-            raise ValueError("one non-empty line, at most 4096 characters")
-        return value
+    _line = field_validator("username", "password")(classmethod(_credential_line))
 
     @model_validator(mode="after")
     def _both(self) -> RegistrySettings:
@@ -1576,12 +1578,7 @@ class EtcdSettings(_Model):
             out.append(text)
         return out
 
-    @field_validator("username", "password")
-    @classmethod
-    def _line(cls, value: str | None) -> str | None:
-        if value is not None and (not value or _PATH_CONTROL_RE.search(value) or len(value) > 4096):
-            raise ValueError("one non-empty line, at most 4096 characters")
-        return value
+    _line = field_validator("username", "password")(classmethod(_credential_line))
 
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
