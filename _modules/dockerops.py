@@ -234,8 +234,8 @@ def build_config_image(name, test=None):
 
     .. code-block:: bash
 
+        salt '*' dockerops.build_config_image web test=True
         salt 'build-1' dockerops.build_config_image web
-        salt 'build-1' dockerops.build_config_image web test=True
     """
     spec = _spec.load_service(
         __pillar__, _spec.check_service_name(name), allow_privileged=_privileged()

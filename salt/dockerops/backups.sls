@@ -17,16 +17,16 @@ dockerops-backups-pillar-invalid:
     - changes: false
     - result: false
     - allow_test_mode_failure: true
-    - comment: {{ ("invalid dockerops pillar:\n  " ~ backups.problems | join("\n  ")) | json }}
+    - comment: {{ ("invalid dockerops pillar:\n  " ~ backups.problems | join("\n  ")) | yaml_dquote }}
 {%-   endif %}
 {%-   for service, schedule in backups.schedules | dictsort %}
 
-{{ ("dockerops-backup-" ~ service ~ "-schedule-present") | json }}:
+{{ ("dockerops-backup-" ~ service ~ "-schedule-present") | yaml_dquote }}:
   schedule.present:
-    - name: {{ ("dockerops-backup-" ~ service) | json }}
+    - name: {{ ("dockerops-backup-" ~ service) | yaml_dquote }}
     - function: dockerops.backup
     - job_args:
-      - {{ service | json }}
+      - {{ service | yaml_dquote }}
 {%-     for key, value in schedule | dictsort %}
     - {{ key }}: {{ value | json }}
 {%-     endfor %}
@@ -34,20 +34,20 @@ dockerops-backups-pillar-invalid:
 {%-   endfor %}
 {%-   for service, problems in backups.invalid | dictsort %}
 
-{{ ("dockerops-backup-" ~ service ~ "-schedule-invalid") | json }}:
+{{ ("dockerops-backup-" ~ service ~ "-schedule-invalid") | yaml_dquote }}:
   test.configurable_test_state:
-    - name: {{ ("dockerops-backup-" ~ service) | json }}
+    - name: {{ ("dockerops-backup-" ~ service) | yaml_dquote }}
     - changes: false
     - result: false
     - allow_test_mode_failure: true
     - comment: {{ ("backup schedule left as it is: invalid dockerops pillar:\n  "
-                   ~ problems | join("\n  ")) | json }}
+                   ~ problems | join("\n  ")) | yaml_dquote }}
 {%-   endfor %}
 {%-   for job in backups.stale %}
 
-{{ (job ~ "-schedule-absent") | json }}:
+{{ (job ~ "-schedule-absent") | yaml_dquote }}:
   schedule.absent:
-    - name: {{ job | json }}
+    - name: {{ job | yaml_dquote }}
     - persist: true
 {%-   endfor %}
 {%- endif %}

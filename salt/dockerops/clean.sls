@@ -8,9 +8,9 @@
 {%-   include tpldir ~ "/invalid.jinja" %}
 {%- else %}
 {%-   for service in dockerops.services | sort %}
-{{ ("dockerops-service-" ~ service ~ "-absent") | json }}:
+{{ ("dockerops-service-" ~ service ~ "-absent") | yaml_dquote }}:
   dockerops.absent:
-    - name: {{ service | json }}
+    - name: {{ service | yaml_dquote }}
     - remove_config: true
 {%-   endfor %}
 {#-   The forwarder inputs and logrotate rules filelogs.sls wrote; the log
@@ -19,9 +19,9 @@
 {%-   for service, logs in file_logs["services"] | dictsort %}
 {%-     for kind in ["filebeat", "rsyslog", "logrotate"] %}
 
-{{ ("dockerops-filelogs-" ~ service ~ "-" ~ kind ~ "-file-absent") | json }}:
+{{ ("dockerops-filelogs-" ~ service ~ "-" ~ kind ~ "-file-absent") | yaml_dquote }}:
   file.absent:
-    - name: {{ logs[kind ~ "_file"] | json }}
+    - name: {{ logs[kind ~ "_file"] | yaml_dquote }}
 {%-     endfor %}
 {%-   endfor %}
 {%- endif %}

@@ -14,13 +14,13 @@ dockerops-filelogs-pillar-invalid:
     - changes: false
     - result: false
     - allow_test_mode_failure: true
-    - comment: {{ ("invalid dockerops pillar:\n  " ~ file_logs.problems | join("\n  ")) | json }}
+    - comment: {{ ("invalid dockerops pillar:\n  " ~ file_logs.problems | join("\n  ")) | yaml_dquote }}
 {%-   endif %}
 {%-   if file_logs.rsyslog_module_file %}
 
 dockerops-filelogs-rsyslog-imfile-module-file-managed:
   file.managed:
-    - name: {{ file_logs.rsyslog_module_file | json }}
+    - name: {{ file_logs.rsyslog_module_file | yaml_dquote }}
     - contents: |
         # Written by the dockerops formula: the file-log inputs of its services need imfile.
         module(load="imfile")
@@ -30,15 +30,15 @@ dockerops-filelogs-rsyslog-imfile-module-file-managed:
 {%-   for service, logs in file_logs.services | dictsort %}
 {%-     for kind in ["filebeat", "rsyslog", "logrotate"] %}
 
-{{ ("dockerops-filelogs-" ~ service ~ "-" ~ kind ~ "-file-managed") | json }}:
+{{ ("dockerops-filelogs-" ~ service ~ "-" ~ kind ~ "-file-managed") | yaml_dquote }}:
   file.managed:
-    - name: {{ logs[kind ~ "_file"] | json }}
-    - source: {{ ("salt://" ~ tpldir ~ "/files/" ~ kind ~ ".jinja") | json }}
+    - name: {{ logs[kind ~ "_file"] | yaml_dquote }}
+    - source: {{ ("salt://" ~ tpldir ~ "/files/" ~ kind ~ ".jinja") | yaml_dquote }}
     - template: jinja
     - makedirs: true
     - mode: "0644"
     - context:
-        service: {{ service | json }}
+        service: {{ service | yaml_dquote }}
         logs: {{ logs | json }}
 {%-     endfor %}
 {%-   endfor %}

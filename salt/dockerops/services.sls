@@ -12,17 +12,17 @@
 {%-   for service in dockerops.services | sort %}
 {%-     set config_id = "dockerops-service-" ~ service ~ "-config-managed" %}
 {%-     if service in with_config %}
-{{ config_id | json }}:
+{{ config_id | yaml_dquote }}:
   dockerops.config_managed:
-    - name: {{ service | json }}
+    - name: {{ service | yaml_dquote }}
 {%-     endif %}
 
-{{ ("dockerops-service-" ~ service ~ "-running") | json }}:
+{{ ("dockerops-service-" ~ service ~ "-running") | yaml_dquote }}:
   dockerops.running:
-    - name: {{ service | json }}
+    - name: {{ service | yaml_dquote }}
 {%-     if service in with_config %}
     - require:
-      - dockerops: {{ config_id | json }}
+      - dockerops: {{ config_id | yaml_dquote }}
 {%-     endif %}
 {%-   endfor %}
 {%- endif %}

@@ -9,10 +9,10 @@
 #       - salt://reactor/dockerops_etcd.sls
 {%- set service = data.get('service', '') | string %}
 {%- if service and data.get('id') %}
-dockerops_etcd_{{ service }}_changed:
+{{ ("dockerops_etcd_" ~ service ~ "_changed") | yaml_dquote }}:
   local.state.sls_id:
-    - tgt: {{ data['id'] | json }}
+    - tgt: {{ data['id'] | yaml_dquote }}
     - args:
-        - id_: {{ ("dockerops-service-" ~ service ~ "-running") | json }}
+        - id_: {{ ("dockerops-service-" ~ service ~ "-running") | yaml_dquote }}
         - mods: dockerops.services
 {%- endif %}

@@ -42,6 +42,8 @@ def rendered(salt: Any, sls: str, pillar: dict[str, Any]) -> Any:
         ({"dockerops": {"services": ["web"]}}, "dockerops:services: expected a mapping"),
         ({"dockerops": {"services": "web"}}, "dockerops:services: expected a mapping"),
         ({"dockerops": {"services": {1: {"image": "x"}}}}, "service names are strings"),
+        # A character YAML refuses raw (DEL), quoted into the comment.
+        ({"dockerops": {"services": {"\x7f": []}}}, "dockerops:services:\x7f: expected a mapping"),
     ],
 )
 def test_malformed_pillar_renders_one_failing_state(
@@ -80,6 +82,10 @@ def test_service_names_never_change_the_shape_of_the_sls(salt: Any) -> None:
 
     assert list(states) == [f"dockerops-service-{injected}-running"], states
     assert all("cmd" not in body for body in states.values())
+    # Nor do characters YAML refuses raw: they are escaped, the name kept whole.
+    for name in ("w\x7feb", "w\x85eb", "w\u2028eb"):
+        states = rendered(salt, "dockerops.services", {"dockerops": {"services": {name: {}}}})
+        assert list(states) == [f"dockerops-service-{name}-running"], states
 
 
 def test_no_services_render_nothing(salt: Any) -> None:
