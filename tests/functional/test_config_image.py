@@ -8,16 +8,9 @@ import re
 import pytest
 
 from tests.functional.helpers import containers, state_return
+from tests.functional.test_config_dirs import HEALTH_FROM_CONFIG
 
 pytestmark = pytest.mark.docker
-
-# Healthy only while the config baked into the image says so.
-HEALTH_FROM_CONFIG = {
-    "test": "grep -q ok /etc/app/health.conf",
-    "interval": "500ms",
-    "timeout": "1s",
-    "retries": 2,
-}
 
 
 @pytest.fixture
