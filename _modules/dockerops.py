@@ -10,6 +10,7 @@ manages (default ``unix:///var/run/docker.sock``). The work is done by the
 import functools
 import logging
 import time
+from collections.abc import Mapping
 
 import salt.utils.args
 from salt.exceptions import CommandExecutionError, SaltInvocationError
@@ -281,6 +282,36 @@ def services_with_config():
         salt '*' dockerops.services_with_config
     """
     return _spec.services_with_config(__pillar__)
+
+
+@_closes_clients
+def first_deploys():
+    """
+    The pillar services none of whose replicas runs on this minion, sorted:
+    starting them puts no running replica at risk. The formula runs their
+    ``dockerops.running`` states with ``parallel: True``, so their starts and
+    health waits overlap; each still reports whether its own replicas became
+    healthy. Pillar is read, not validated (the states report its problems).
+    The host's containers are listed once, and the state run reuses that list.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' dockerops.first_deploys
+    """
+    raw = __pillar__.get(_spec.PILLAR_KEY)
+    services = raw.get("services") if isinstance(raw, Mapping) else None
+    names = {n for n in services if isinstance(n, str)} if isinstance(services, Mapping) else set()
+    if not names:
+        return []
+    try:
+        running = {c.service for c in _docker().managed(kept=True) if c.state == "running"}
+    except CommandExecutionError as err:
+        # The states say what is wrong with the daemon, each naming its service.
+        log.warning("dockerops: cannot tell which services are first deploys: %s", err)
+        return []
+    return sorted(names - running)
 
 
 def file_logs():

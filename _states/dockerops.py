@@ -107,14 +107,9 @@ def _jid():
 _DESIRED_KEY = "dockerops.metrics.desired"
 
 
-def _last_dockerops_state():
-    """Whether no other ``dockerops.running``/``absent`` state of this run is still to run.
-
-    The metrics file is written once per state run, after its last dockerops
-    state; Salt has no hook at a run's end. The ``State`` object's
-    ``call_chunk`` holds the run's chunks and those done; when it cannot be
-    found (another caller), every state writes.
-    """
+def _state_run():
+    """This state run's ``State`` object and the ``call_chunk`` frame running
+    this state, or ``(None, None)`` when not found (another caller)."""
     instance = globals().get("__instance_id__")
     frame = sys._getframe(1)
     while instance and frame is not None:
@@ -124,30 +119,83 @@ def _last_dockerops_state():
             and isinstance(owner, salt.state.State)
             and owner.instance_id == instance
         ):
-            low = frame.f_locals.get("low") or {}
-            this = (low.get("__id__"), low.get("name"))
-            done = frame.f_locals.get("running") or {}
-            for chunk in frame.f_locals.get("chunks") or ():
-                if (
-                    chunk.get("state") == __virtualname__
-                    and chunk.get("fun") in ("running", "absent")
-                    and (chunk.get("__id__"), chunk.get("name")) != this
-                    and salt.state._gen_tag(chunk) not in done
-                ):
-                    return False
+            return owner, frame
+        frame = frame.f_back
+    return None, None
+
+
+def _in_parallel_process():
+    """Whether this state runs in a process of its own (``parallel: True``):
+    Salt's ``_call_parallel_target`` is on the stack of that process."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_call_parallel_target":
             return True
         frame = frame.f_back
+    return False
+
+
+def _last_dockerops_state(frame):
+    """Whether no other ``dockerops.running``/``absent`` state of this run is
+    still to run, from the run's ``call_chunk`` frame (:func:`_state_run`).
+
+    The metrics file is written once per state run, after its last dockerops
+    state; Salt has no hook at a run's end. ``call_chunk`` holds the run's
+    chunks and those done (a ``parallel`` one counts as done once started);
+    when it cannot be found (another caller), every state writes.
+    """
+    if frame is None:
+        return True
+    low = frame.f_locals.get("low") or {}
+    this = (low.get("__id__"), low.get("name"))
+    done = frame.f_locals.get("running") or {}
+    for chunk in frame.f_locals.get("chunks") or ():
+        if (
+            chunk.get("state") == __virtualname__
+            and chunk.get("fun") in ("running", "absent")
+            and (chunk.get("__id__"), chunk.get("name")) != this
+            and salt.state._gen_tag(chunk) not in done
+        ):
+            return False
     return True
+
+
+def _wait_parallel_states(owner):
+    """Wait for this run's dockerops states running in their own processes
+    (``parallel: True``, :func:`dockerops.first_deploys`): the metrics must
+    show what they did. Each ends on its own (its health waits are bounded);
+    one Salt has not started yet (``state_max_parallel``) is not waited for."""
+    if owner is None:
+        return False
+    waited = False
+    while True:
+        alive = [
+            parallel
+            for parallel in list(getattr(owner, "procs", {}).values())
+            if (getattr(parallel, "low", None) or {}).get("state") == __virtualname__
+            and getattr(parallel, "proc", None) is not None
+            and parallel.proc.is_alive()
+        ]
+        if not alive:
+            return waited
+        waited = True
+        alive[0].proc.join(0.1)
 
 
 def _write_metrics():
     """Write the metrics file (``dockerops.metrics_file``); never fails the state."""
-    if __opts__["test"] or not _last_dockerops_state():
+    if __opts__["test"] or _in_parallel_process():
+        return
+    owner, frame = _state_run()
+    if not _last_dockerops_state(frame):
         return
     try:
         path = _metrics.metrics_file(__opts__)
         if path is None:
             return
+        if _wait_parallel_states(owner):
+            # They changed containers in other processes: this one's list is old.
+            _client.forget_reads(__context__)
         host = _host.minion_host(__opts__, __context__)
         state_dir = _records.state_dir(__opts__)
         known = __context__.get(_DESIRED_KEY)
@@ -407,7 +455,7 @@ def _config_image_state(ret, spec, image):
     ret["comment"] = f"Config image of {spec.name}: {image.comment}"
     if image.present and not image.built:
         return ret
-    images = sorted({c.image for c in _docker_host().managed(spec.name)})
+    images = sorted({c.image for c in _docker_host().managed(spec.name, kept=True)})
     old = images[0] if len(images) == 1 else (images or None)
     ret["changes"] = {"config_image": {"old": old, "new": image.ref, "image_id": image.image_id}}
     if __opts__["test"]:

@@ -21,6 +21,9 @@ from .errors import DockerError, DockerUnavailable, NotFound
 DEFAULT_URL = "unix:///var/run/docker.sock"
 DEFAULT_TIMEOUT = 60
 CONTEXT_KEY = "dockerops.clients"
+# What a call read from the daemon and may read again (see dockerops.host):
+# dropped by any write made through a client of the same context.
+READS_KEY = "dockerops.reads"
 
 # The API version negotiated with each daemon URL, for the process's life: a
 # client built with version="auto" asks the daemon (GET /version) first, and a
@@ -50,6 +53,7 @@ def docker_client(
             client = docker.DockerClient(base_url=url, timeout=timeout, version=known or "auto")
         if known is None:
             _api_versions[url] = str(client.api.api_version)
+        _forget_reads_on_write(client, context)
         cache[url] = client
     return client
 
@@ -64,6 +68,48 @@ def close_clients(context: MutableMapping[str, Any]) -> None:
     for client in cache.values():
         with contextlib.suppress(Exception):
             client.close()
+
+
+def kept_reads(context: MutableMapping[str, Any]) -> dict[str, Any]:
+    """What ``context``'s calls read from the daemon and may read again (the
+    host's container list, image inspects: :mod:`dockerops.host`).
+
+    A plain dict kept in ``context`` and emptied, never replaced: a client's
+    write hook holds it, and may run in a thread where Salt's ``__context__``
+    cannot be reached (the stops of ``remove_all``).
+    """
+    reads: dict[str, Any] = context.setdefault(READS_KEY, {})
+    return reads
+
+
+def forget_reads(context: MutableMapping[str, Any]) -> None:
+    """Drop what ``context``'s calls read from the daemon: the next read asks again."""
+    kept_reads(context).clear()
+
+
+def _forget_reads_on_write(client: docker.DockerClient, context: MutableMapping[str, Any]) -> None:
+    """Make every write through ``client`` drop ``context``'s reads.
+
+    docker-py sends every request through ``requests.Session.request``: any
+    method but GET and HEAD changes something (create, start, stop, remove,
+    kill, pull, exec...), so nothing read before it is served after it. Both
+    before the request (a read in another thread meanwhile would see the old
+    state) and after it (one taken while it ran may predate its effect).
+    """
+    api = client.api
+    request = api.request
+    reads = kept_reads(context)
+
+    def request_forgetting(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if str(method).upper() in ("GET", "HEAD"):
+            return request(method, url, *args, **kwargs)
+        reads.clear()
+        try:
+            return request(method, url, *args, **kwargs)
+        finally:
+            reads.clear()
+
+    api.request = request_forgetting
 
 
 @contextlib.contextmanager

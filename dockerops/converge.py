@@ -224,7 +224,9 @@ def converge(
             failed = ServiceResult(spec.name, spec.replicas, [], result=False)
             failed.errors.append(str(err))
             return failed
-    listed = host.managed(spec.name)
+    # The first look may be the state run's one list of the host (see
+    # DockerHost.managed); everything done under the lock below lists afresh.
+    listed = host.managed(spec.name, kept=True)
     actions = plan(host, spec, version, state_dir, listed)
     outcome = ServiceResult(spec.name, spec.replicas, actions, listed=listed)
     outcome.recovered.extend(recovered)

@@ -18,7 +18,7 @@ import requests.exceptions
 from docker.types import LogConfig
 
 from . import safepath
-from .client import docker_client, translate_errors
+from .client import docker_client, kept_reads, translate_errors
 from .errors import DockerError, NotFound
 from .health import POLL, Clock, HealthReport, HealthWatch
 from .inputs import NamedVolume
@@ -44,16 +44,47 @@ LOG_LINES = 20
 LOG_BYTES = 4096
 # Marks a config check's throwaway container (never a replica: no service label).
 LABEL_CHECK = "io.dockerops.check"
+# How long a read kept for the rest of a call (the host's container list, an
+# image inspect) may be served: a long state run (other states between ours)
+# reads again rather than judge from an old list.
+READ_MAX_AGE = 5.0
 
 
 class DockerHost:
     """One Docker daemon, seen through dockerops' labels."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        reads: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.client = client
         self.api = client.api
         # dockerops:registries: credentials for pulls, by registry host[:port].
         self.registries: Mapping[str, RegistrySettings] = {}
+        # Where reads are kept for the rest of a call (dockerops.client.kept_reads
+        # of Salt's __context__), or None: every read asks the daemon. Any write
+        # through a client of the same context drops them.
+        self.reads = reads
+        self.clock = clock
+
+    def _kept(self, what: str, key: str, read: Callable[[], Any]) -> Any:
+        """``read()``, or what it returned less than :data:`READ_MAX_AGE` ago
+        in this call with no write since."""
+        if self.reads is None:
+            return read()
+        now = self.clock()
+        found = self.reads.get(what, {}).get(key)
+        if found is not None and 0 <= now - found[0] < READ_MAX_AGE:
+            return found[1]
+        # A write while reading (another thread) empties the reads and drops
+        # this token: what was read then is not kept.
+        token = self.reads.setdefault("token", object())
+        value = read()
+        if self.reads.get("token") is token:
+            self.reads.setdefault(what, {})[key] = (now, value)
+        return value
 
     def auth_config(self, ref: str) -> dict[str, str] | None:
         """The credentials pillar gives for ``ref``'s registry, as docker-py takes them.
@@ -66,8 +97,22 @@ class DockerHost:
             return None
         return {"username": settings.username, "password": settings.password}
 
-    def managed(self, service: str | None = None) -> list[ActualReplica]:
-        """Every dockerops container (or one service's), from a single list call."""
+    def managed(self, service: str | None = None, kept: bool = False) -> list[ActualReplica]:
+        """Every dockerops container (or one service's), from a single list call.
+
+        ``kept``: the host's dockerops containers may come from a list call made
+        earlier in this call (a state run lists them once for all its services;
+        see :meth:`_kept`). Only a first look, deciding whether anything is to
+        be done, takes it: whatever runs under a service's lock lists afresh.
+        """
+        if kept and self.reads is not None:
+            entries = self._kept("containers", "", self._list_managed)
+            if service is not None:
+                check_service_name(service)
+                entries = [
+                    e for e in entries if (e.get("Labels") or {}).get(LABEL_SERVICE) == service
+                ]
+            return [actual_from_list_entry(entry) for entry in entries]
         if service is None:
             label = f"{LABEL_MANAGED}=true"
         else:  # never "" (that would list every service's containers)
@@ -76,24 +121,39 @@ class DockerHost:
             entries = self.api.containers(all=True, filters={"label": label})
         return [actual_from_list_entry(entry) for entry in entries]
 
+    def _list_managed(self) -> list[dict[str, Any]]:
+        with translate_errors("listing containers"):
+            entries: list[dict[str, Any]] = self.api.containers(
+                all=True, filters={"label": f"{LABEL_MANAGED}=true"}
+            )
+        return entries
+
     def inspect(self, container_id: str) -> dict[str, Any]:
         with translate_errors(f"inspecting container {container_id[:12]}"):
             result: dict[str, Any] = self.api.inspect_container(container_id)
         return result
 
     def inspect_image(self, ref: str) -> dict[str, Any]:
-        with translate_errors(f"inspecting image {ref}"):
-            result: dict[str, Any] = self.api.inspect_image(ref)
-        return result
+        """The image's inspect; kept for the rest of the call (:meth:`_kept`):
+        a pull, or any other write, drops it."""
+
+        def read() -> dict[str, Any]:
+            with translate_errors(f"inspecting image {ref}"):
+                result: dict[str, Any] = self.api.inspect_image(ref)
+            return result
+
+        details: dict[str, Any] = self._kept("images", ref, read)
+        return details
 
     def ensure_image(self, ref: str, doing: str) -> None:
         """Pull ``ref`` unless the daemon already has it."""
         try:
-            with translate_errors(doing):
-                self.api.inspect_image(ref)
+            self.inspect_image(ref)
             return
         except NotFound:
             pass
+        except DockerError as err:
+            raise type(err)(f"{doing}: {err}") from err
         repository, _, tag = ref.rpartition(":")
         with translate_errors(f"{doing}: pulling image {ref}"):
             self.api.pull(repository, tag=tag, auth_config=self.auth_config(ref))
@@ -500,6 +560,11 @@ def _joined_networks(details: dict[str, Any]) -> list[tuple[str, list[str]]]:
     ]
 
 
+def _labels(entry: Mapping[str, Any]) -> Mapping[str, str]:
+    labels: Mapping[str, str] = entry.get("Labels") or {}
+    return labels
+
+
 def show_volume_options(options: dict[str, str]) -> str:
     """A volume's options for a message: a credential in ``o`` (cifs) is hidden."""
     shown = {}
@@ -565,7 +630,7 @@ def minion_host(
     Its client is cached in ``context``; the caller closes it when its call
     ends (:func:`dockerops.client.close_clients`).
     """
-    host = DockerHost(docker_client(opts, context))
+    host = DockerHost(docker_client(opts, context), reads=kept_reads(context))
     raw = (pillar or {}).get(PILLAR_KEY)
     if isinstance(raw, Mapping) and raw.get("registries"):
         host.registries = load_root(pillar or {}).registries

@@ -43,7 +43,7 @@ def replica_status(
     proven: dict[str, set[str] | None] = {}
     last_stop: dict[str, dict[str, Any] | None] = {}
     backups: dict[str, BackupOutcomes] = {}
-    listed = sorted(host.managed(service), key=lambda c: (c.service, c.index or 0))
+    listed = sorted(host.managed(service, kept=True), key=lambda c: (c.service, c.index or 0))
     # One removed between the list and its inspect (a rollout retiring it
     # while status runs) no longer runs, so it is not shown.
     found = inspect_all(host, [c.id for c in listed])
@@ -179,7 +179,7 @@ def services_overview(
 
     ``config_versions`` gives each service's rendered config version.
     """
-    running = host.managed()
+    running = host.managed(kept=True)
     out: dict[str, dict[str, Any]] = {}
     for spec in specs:
         mine = [c for c in running if c.service == spec.name]

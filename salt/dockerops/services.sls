@@ -9,6 +9,13 @@
 {%-   include tpldir ~ "/invalid.jinja" %}
 {%- else %}
 {%-   set with_config = salt["dockerops.services_with_config"]() if dockerops.services else [] %}
+{#-   Services with no replica running start in parallel (Salt's `parallel`):
+      nothing running is at risk, and their starts and health waits overlap.
+      The last service's state always runs in the state run itself: dockerops
+      writes its metrics there, once every service has finished. #}
+{%-   set first_deploys = salt["dockerops.first_deploys"]()
+        if dockerops.services and not opts.get("test") else [] %}
+{%-   set last = (dockerops.services | sort | last) if dockerops.services else none %}
 {%-   for service in dockerops.services | sort %}
 {%-     set config_id = "dockerops-service-" ~ service ~ "-config-managed" %}
 {%-     if service in with_config %}
@@ -20,6 +27,9 @@
 {{ ("dockerops-service-" ~ service ~ "-running") | yaml_dquote }}:
   dockerops.running:
     - name: {{ service | yaml_dquote }}
+{%-     if service in first_deploys and service != last %}
+    - parallel: True
+{%-     endif %}
 {%-     if service in with_config %}
     - require:
       - dockerops: {{ config_id | yaml_dquote }}

@@ -423,7 +423,7 @@ def _annotations(alert: str) -> dict[str, str]:
 class NoDocker:
     """A host that must not be asked: the rows were read already."""
 
-    def managed(self, service: str | None = None) -> Any:
+    def managed(self, service: str | None = None, kept: bool = False) -> Any:
         raise AssertionError("listed the containers again")
 
     def inspect(self, container_id: str) -> Any:

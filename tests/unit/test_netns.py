@@ -616,7 +616,7 @@ class FakeHost:
     def __init__(self, replicas: list[ActualReplica], answers: dict[str, dict[str, Any]]) -> None:
         self.replicas, self.answers = replicas, answers
 
-    def managed(self, service: str | None = None) -> list[ActualReplica]:
+    def managed(self, service: str | None = None, kept: bool = False) -> list[ActualReplica]:
         return [r for r in self.replicas if r.service == service]
 
     def inspect(self, container_id: str) -> dict[str, Any]:

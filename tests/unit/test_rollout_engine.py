@@ -184,7 +184,7 @@ class SimHost:
         self.log.append((end, "remove", name))
         return StopReport(name, took, GRACE, killed) if graceful else None
 
-    def managed(self, service: str | None = None) -> list[ActualReplica]:
+    def managed(self, service: str | None = None, kept: bool = False) -> list[ActualReplica]:
         """The live containers, as Docker's list call shows them."""
         return [
             actual_from_list_entry(

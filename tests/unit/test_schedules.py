@@ -267,7 +267,7 @@ class InspectedHost:
         self.containers = containers
         self.details = {"State": {"Status": "running", "Running": True}, "Config": {}}
 
-    def managed(self, service: str | None = None) -> list[Any]:
+    def managed(self, service: str | None = None, kept: bool = False) -> list[Any]:
         return [c for c in self.containers if service is None or c.service == service]
 
     def inspect(self, container_id: str) -> dict[str, Any]:
@@ -337,7 +337,7 @@ def test_the_backup_metrics_render() -> None:
 
 
 class NoDocker:
-    def managed(self, service: str | None = None) -> Any:
+    def managed(self, service: str | None = None, kept: bool = False) -> Any:
         raise AssertionError("listed the containers again")
 
 

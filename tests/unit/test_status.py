@@ -32,7 +32,7 @@ class ListedHost:
     def __init__(self, containers: list[ActualReplica]) -> None:
         self.containers = containers
 
-    def managed(self, service: str | None = None) -> list[ActualReplica]:
+    def managed(self, service: str | None = None, kept: bool = False) -> list[ActualReplica]:
         return [c for c in self.containers if service is None or c.service == service]
 
 

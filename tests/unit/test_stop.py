@@ -152,7 +152,7 @@ def test_status_shows_the_last_stop_with_each_replica(
     listed = [actual_from_list_entry(list_entry(r)) for r in replicas]
 
     class Host:
-        def managed(self, service: str | None = None) -> list[Any]:
+        def managed(self, service: str | None = None, kept: bool = False) -> list[Any]:
             return listed
 
         def inspect(self, container_id: str) -> dict[str, Any]:
