@@ -7,6 +7,7 @@ manages (default ``unix:///var/run/docker.sock``). The work is done by the
 ``salt://_utils`` with ``saltutil.sync_all``.
 """
 
+import contextlib
 import functools
 import logging
 import time
@@ -644,13 +645,19 @@ def _rolling_update(name, overrides, test, jid, exact=False):
         history_keep=_records.history_keep(__opts__),
     )
     shaped = _shape(result, whole_return=True)
+    listed = None
     if result.result is not False:
-        now = {c.image for c in result.listed}  # listed again after converging
+        listed = result.listed  # listed again after converging
     else:
-        try:
-            now = {c.image for c in host.managed(name)}
-        except _errors.DockerError:  # the daemon went away: the failure says so already
-            now = set()
+        # The daemon went away: the failure says so already.
+        with contextlib.suppress(_errors.DockerError):
+            listed = host.managed(name)
+    now = {c.image for c in listed or ()}
+    # For the fleet runner's capacity floor (its next check need not ask this
+    # minion again); None (ask it) when the containers could not be listed.
+    healthy = None
+    if listed is not None and not test:
+        healthy = sum(1 for c in listed if c.state == "running" and c.health in ("healthy", None))
     note = None
     if asked.image_ref != pillar_spec.image_ref:
         note = (
@@ -673,6 +680,7 @@ def _rolling_update(name, overrides, test, jid, exact=False):
         rolled_back=tuple(result.rolled_back),
         plan=tuple(_plan.describe_plan(spec, result.actions)) if test else None,
         note=note,
+        healthy=healthy,
     ).to_dict()
 
 

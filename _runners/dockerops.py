@@ -112,10 +112,15 @@ def _status(client, minions, service, timeout):
 def _drive(client, engine):
     """Make the calls ``engine`` asks for, batch after batch, then its rollback."""
     for batch in engine.batches():
-        status = None
+        status = asked = None
         if engine.checks_health:
-            status = _status(client, engine.watched, engine.service, engine.timeout) or {}
-        gate = engine.may_start(batch, status)
+            # Only the minions the floor needs (the batch's, those whose count
+            # is unknown, a refresh), never the whole fleet.
+            asked = engine.to_check(batch)
+            status = {}
+            if asked:
+                status = _status(client, asked, engine.service, engine.timeout) or {}
+        gate = engine.may_start(batch, status, asked)
         _say(*gate.lines)
         if gate.minions:
             returns, took = _call(client, gate.minions, engine.call(batch), engine.timeout)
@@ -166,7 +171,10 @@ def rolling_update(
     min_healthy
         The fleet-wide healthy floor, a count or a percentage of all replicas
         (default ``75%``). Checked before starting (settings that could go below
-        it are refused) and, with ``dockerops.status``, before every batch.
+        it are refused) and before every batch: ``dockerops.status`` of the
+        batch's minions, of those whose last return did not say how many
+        replicas are healthy, and of as many others again, round the fleet;
+        every other minion counts as last seen.
 
     canary
         Roll this many minions first, alone, then the rest.

@@ -10,13 +10,20 @@ prints the lines this engine gives it. A fleet run goes through these states:
    :meth:`FleetApply.plan`.
 2. for each batch (:meth:`FleetRun.batches`):
 
-   a. **may this batch start, given this status** (:meth:`FleetRun.may_start`):
-      minions that stopped answering count as failed, then the failure budget
-      and the fleet's healthy replicas (minus what this batch may take down)
-      against the floor;
-   b. **record these returns** (:meth:`FleetRun.record`): each minion's
-      result, a minion that did not answer in time counting as failed, and the
-      budget again.
+   a. **which minions to ask** (:meth:`FleetRun.to_check`): the batch's
+      own, those whose healthy count no return has told, and a refresh of as
+      many others as the batch has, round the fleet (it grows with the batch,
+      not the fleet);
+   b. **may this batch start, given their status** (:meth:`FleetRun.may_start`):
+      minions asked that stopped answering count as failed, then the failure
+      budget and the fleet's healthy replicas (each minion as last known: the
+      plan's status, a check, or its own last return; a running total, so no
+      step walks the fleet) minus what this batch may take down, against the
+      floor;
+   c. **record these returns** (:meth:`FleetRun.record`): each minion's
+      result (and its healthy replicas, when its return carries them), a
+      minion that did not answer in time counting as failed, and the budget
+      again.
 3. after a stop, the **rollback groups** (:meth:`FleetRollout.rollback_groups`,
    recorded by :meth:`FleetRollout.record_rollback`): the minions already
    updated, in the rollout's batch size, one call per earlier version.
@@ -30,6 +37,7 @@ What a minion's ``dockerops.rolling_update`` returns is one typed value,
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,6 +121,14 @@ def _images(value: Any, what: str) -> tuple[str, ...]:
     raise ValueError(f"{what}: expected an image or a list of images, got {value!r}")
 
 
+def _count_or_none(value: Any) -> int | None:
+    """A count a minion returned, or None when it is missing or not a count
+    (then it is asked for again, never guessed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
 def _one_or_many(images: tuple[str, ...]) -> str | list[str]:
     return images[0] if len(images) == 1 else list(images)
 
@@ -124,6 +140,9 @@ class HostRollout:
     The minion builds it and returns :meth:`to_dict`; the runner reads it back
     with :meth:`from_dict`. ``before`` and ``now`` are the images the service
     ran when the call started and when it returned (one, or several mid-way).
+    ``healthy``: the service's replicas running and healthy when the call
+    returned, counted as :func:`healthy_replicas` counts a status (None: the
+    minion did not say; the fleet run then asks its ``dockerops.status``).
     """
 
     result: bool
@@ -140,6 +159,7 @@ class HostRollout:
     test: bool = False
     plan: tuple[str, ...] | None = None
     note: str | None = None
+    healthy: int | None = None
 
     @property
     def previous(self) -> str | None:
@@ -166,6 +186,8 @@ class HostRollout:
             out["plan"] = list(self.plan)
         if self.note:
             out["note"] = self.note
+        if self.healthy is not None:
+            out["healthy"] = self.healthy
         return out
 
     @classmethod
@@ -197,6 +219,7 @@ class HostRollout:
                 test=data.get("test") is True,
                 plan=None if plan is None else tuple(str(line) for line in plan),
                 note=data.get("note"),
+                healthy=_count_or_none(data.get("healthy")),
             )
         except KeyError as err:
             raise ValueError(f"{err.args[0]} is missing") from None
@@ -210,7 +233,10 @@ class HostRollout:
 
 
 def read_host_rollout(data: Any) -> HostRollout | None:
-    """A minion's return as a :class:`HostRollout`, or None if it is not one."""
+    """A minion's return as a :class:`HostRollout` (one already read is
+    returned as it is), or None if it is not one."""
+    if isinstance(data, HostRollout):
+        return data
     try:
         return HostRollout.from_dict(data)
     except ValueError:
@@ -451,10 +477,10 @@ def losses(previews: dict[str, Any], replicas: dict[str, int]) -> dict[str, int]
     """Replicas each minion's own rollout may take down at once.
 
     ``previews`` are the minions' ``dockerops.rolling_update ... test=True``
-    returns (:class:`HostRollout`), which carry the service's ``update``
-    settings: start-first loses none, stop-first ``parallelism``. A minion
-    whose preview is missing or unreadable is assumed to lose all its replicas
-    (the safe side of the capacity math).
+    returns (:class:`HostRollout`, as returned or read already), which carry
+    the service's ``update`` settings: start-first loses none, stop-first
+    ``parallelism``. A minion whose preview is missing or unreadable is
+    assumed to lose all its replicas (the safe side of the capacity math).
     """
     out = {}
     for minion, count in replicas.items():
@@ -542,15 +568,22 @@ def healthy_replicas(status: dict[str, Any], service: str) -> dict[str, int]:
     A replica counts when running and healthy (or running without a healthcheck).
     Minions whose return is not a status (an error string) count 0.
     """
-    out = {}
-    for minion, ret in status.items():
-        rows = ret.get(service, []) if isinstance(ret, dict) else []
-        out[minion] = sum(
-            1
-            for row in rows
-            if row.get("state") == "running" and row.get("health") in ("healthy", None)
-        )
-    return out
+    return {minion: healthy_count(ret, service) for minion, ret in status.items()}
+
+
+def healthy_count(ret: Any, service: str) -> int:
+    """Healthy replicas of ``service`` in one minion's ``dockerops.status``
+    return (0 when it is not a status)."""
+    rows = ret.get(service) if isinstance(ret, dict) else None
+    if not isinstance(rows, list):
+        return 0
+    return sum(
+        1
+        for row in rows
+        if isinstance(row, dict)
+        and row.get("state") == "running"
+        and row.get("health") in ("healthy", None)
+    )
 
 
 # -- the engine ------------------------------------------------------------------
@@ -597,11 +630,17 @@ class FleetRun:
     """What both fleet runs share: batches, the health gate, the failure budget,
     and one summary entry per targeted minion.
 
-    The runner calls, in order: :meth:`batches`; for each, :meth:`may_start`
-    with the fleet's ``dockerops.status`` (when :attr:`checks_health`), then
-    :meth:`call` on the gate's minions and :meth:`record` with their returns,
-    then waits :meth:`pause_after`; then :meth:`rollback_groups` and
+    The runner calls, in order: :meth:`batches`; for each, when
+    :attr:`checks_health`, :meth:`to_check` and ``dockerops.status`` on those
+    minions, then :meth:`may_start` with the returns; then :meth:`call` on the
+    gate's minions and :meth:`record` with their returns, then waits
+    :meth:`pause_after`; then :meth:`rollback_groups` and
     :meth:`record_rollback`; then :meth:`finish` and :meth:`summary`.
+
+    The health gate keeps each planned minion's last known healthy replicas
+    (from the plan's status, a status check, or the minion's own return) and
+    their running total, so a check asks only what it needs (see
+    :meth:`to_check`) and no step walks the whole fleet.
     """
 
     def __init__(
@@ -612,11 +651,15 @@ class FleetRun:
         pause: float = 0.0,
         checks_health: bool = True,
         entries: dict[str, dict[str, Any]] | None = None,
+        healthy: dict[str, int] | None = None,
     ) -> None:
         self.plan = plan
         self.timeout = timeout
         self.pause = pause
         self.checks_health = checks_health
+        # Minions each check also re-reads besides its batch, round the fleet
+        # (None: as many as the batch has; 0: none).
+        self.refresh: int | None = None
         self.failures = 0
         self.stopped: str | None = None
         self.silent: set[str] = set()
@@ -629,6 +672,17 @@ class FleetRun:
         }
         self.entries.update(entries or {})
         self.entries = dict(sorted(self.entries.items()))
+        # Last known healthy replicas per planned minion, and their sum; a
+        # minion whose count is not known (``_unknown``) counts 0 until asked.
+        self._healthy: dict[str, int] = {}
+        self._healthy_total = 0
+        self._unknown: dict[str, None] = dict.fromkeys(sorted(plan.replicas))
+        for minion, count in (healthy or {}).items():
+            if minion in self._unknown:
+                self._know(minion, count)
+        # The refresh's round over the fleet: the last batches first (the
+        # first ones are asked with their batch soon anyway).
+        self._round: deque[str] = deque(m for b in reversed(plan.batches) for m in reversed(b))
 
     @property
     def service(self) -> str:
@@ -636,8 +690,28 @@ class FleetRun:
 
     @property
     def watched(self) -> list[str]:
-        """The minions whose ``dockerops.status`` the health gate needs."""
+        """Every planned minion (what a fleet-wide check would ask)."""
         return sorted(self.plan.replicas)
+
+    @property
+    def healthy(self) -> int:
+        """The fleet's healthy replicas as last known (unknown minions count 0)."""
+        return self._healthy_total
+
+    def known_healthy(self, minion: str) -> int | None:
+        """``minion``'s last known healthy replicas (None: not known)."""
+        return self._healthy.get(minion)
+
+    def _know(self, minion: str, count: int) -> None:
+        self._healthy_total += count - self._healthy.get(minion, 0)
+        self._healthy[minion] = count
+        self._unknown.pop(minion, None)
+
+    def _forget(self, minion: str) -> None:
+        """Its count is unknown: it counts 0 and the next check asks it."""
+        self._healthy_total -= self._healthy.pop(minion, 0)
+        if minion not in self.silent:
+            self._unknown[minion] = None
 
     def batches(self) -> Iterator[Batch]:
         """The batches still to run; ends early once the run stopped."""
@@ -649,25 +723,73 @@ class FleetRun:
             yield Batch(number, name, label, self.plan.batches[self._next])
             self._next += 1
 
-    def may_start(self, batch: Batch, status: dict[str, Any] | None) -> Gate:
-        """Whether ``batch`` may start, given the fleet's ``dockerops.status``
-        returns (None when the run does not check health).
+    def to_check(self, batch: Batch) -> list[str]:
+        """The minions whose ``dockerops.status`` :meth:`may_start` needs before
+        ``batch``, sorted: the batch's own (about to lose capacity: read now),
+        those whose count no return has told since (a return without
+        ``healthy``, no answer), and a refresh of as many others as the batch
+        has, round the fleet, so a minion that decays outside its batch is seen
+        within about ``fleet / batch`` batches. Silent minions are not asked.
 
-        A planned minion missing from ``status`` has stopped answering: it
-        counts as failed once, and is not run.
+        The work (and what is asked) grows with the batch, not the fleet.
+        Each call moves the refresh on: call it once per batch.
+        """
+        if not self.checks_health:
+            return []
+        asked = dict.fromkeys(m for m in batch.minions if m not in self.silent)
+        asked.update(self._unknown)
+        want = len(batch.minions) if self.refresh is None else self.refresh
+        taken = 0
+        # Each minion is looked at most once per call; silent ones leave the round.
+        for _ in range(len(self._round)):
+            if taken >= want:
+                break
+            minion = self._round.popleft()
+            if minion in self.silent:
+                continue
+            self._round.append(minion)
+            if minion not in asked:
+                asked[minion] = None
+                taken += 1
+        return sorted(asked)
+
+    def may_start(
+        self,
+        batch: Batch,
+        status: dict[str, Any] | None,
+        asked: Sequence[str] | None = None,
+    ) -> Gate:
+        """Whether ``batch`` may start, given the ``dockerops.status`` returns
+        of the minions ``asked`` (:meth:`to_check`; None: every planned minion
+        was asked), or ``status`` None when the run does not check health.
+
+        A minion asked that did not answer has stopped answering: it counts as
+        failed once, counts no healthy replica, and is not run. Every other
+        planned minion counts as last known (the plan's status, or its own
+        last return).
         """
         lines = []
         healthy = None
         loss = 0
         if status is not None:
-            answered = {m for m, ret in status.items() if isinstance(ret, dict)}
-            for minion in sorted(set(self.plan.replicas) - answered - self.silent):
+            for minion in self.watched if asked is None else asked:
+                if minion not in self.plan.replicas:
+                    continue
+                ret = status.get(minion)
+                if isinstance(ret, dict):
+                    self._know(minion, healthy_count(ret, self.service))
+                    continue
+                # Silent: it counts nothing, and is not asked again.
+                self._healthy_total -= self._healthy.pop(minion, 0)
+                self._unknown.pop(minion, None)
+                if minion in self.silent:
+                    continue
                 self.silent.add(minion)
                 self.failures += 1
                 comment = f"no answer within {self.timeout:g}s to dockerops.status"
                 self.entries[minion].update(state=NO_ANSWER, result=False, comment=comment)
                 lines.append(f"  {minion}: FAILED: {comment}")
-            healthy = sum(healthy_replicas(status, self.service).values())
+            healthy = self._healthy_total
             loss = sum(self.plan.losses.get(m, 0) for m in batch.minions if m not in self.silent)
         reason = stop_reason(self.plan, self.failures, healthy, batch.name, loss)
         if reason:
@@ -689,8 +811,12 @@ class FleetRun:
         answer in time. Stops the run past the failure budget."""
         lines = []
         for minion, judged in judge_returns(returns, minions, self.timeout, took).items():
+            if "return" in judged:
+                # Read once: the entry and the healthy count both come from it.
+                judged["host"] = read_host_rollout(judged["return"])
             entry = self._entry(minion, judged)
             self.entries[minion] = entry
+            self._learn(minion, judged.get("host"))
             if entry["result"] is False:
                 self.failures += 1
             lines.append(self._line(minion, entry))
@@ -703,6 +829,15 @@ class FleetRun:
 
     def _entry(self, minion: str, judged: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _learn(self, minion: str, host: HostRollout | None) -> None:
+        """What ``minion``'s return (read, or None when it is not a
+        :class:`HostRollout`) says of its healthy replicas: the count it
+        carries, else unknown (asked at the next check)."""
+        if host is not None and host.healthy is not None and not host.test:
+            self._know(minion, host.healthy)
+        else:
+            self._forget(minion)
 
     @staticmethod
     def _line(minion: str, entry: dict[str, Any]) -> str:
@@ -756,8 +891,11 @@ class FleetRollout(FleetRun):
         before: dict[str, tuple[str, ...]] | None = None,
         previews: Sequence[str] = (),
         entries: dict[str, dict[str, Any]] | None = None,
+        healthy: dict[str, int] | None = None,
     ) -> None:
-        super().__init__(plan, timeout=options.timeout, pause=options.pause, entries=entries)
+        super().__init__(
+            plan, timeout=options.timeout, pause=options.pause, entries=entries, healthy=healthy
+        )
         self.options = options
         # The images each minion ran when the rollout was planned.
         self.before = dict(before or {})
@@ -792,7 +930,7 @@ class FleetRollout(FleetRun):
 
     def _entry(self, minion: str, judged: dict[str, Any]) -> dict[str, Any]:
         ok = bool(judged["result"])
-        host = read_host_rollout(judged.get("return")) if "return" in judged else None
+        host = judged.get("host")
         comment = judged.get("comment")
         if "return" in judged and host is None:
             ok = False
@@ -862,6 +1000,7 @@ class FleetRollout(FleetRun):
         for minion in group.minions:
             res = judged[minion]
             host = read_host_rollout(res.get("return"))
+            self._learn(minion, host)
             ok = bool(res["result"]) and host is not None
             entry = self.entries[minion]
             entry.update(state=ROLLED_BACK if ok else ROLLBACK_FAILED, rolled_back=ok)
@@ -891,12 +1030,15 @@ class FleetApply(FleetRun):
     """``salt-run dockerops.apply``: highstate's dockerops in the same batches,
     with the same floor (when given a service) and failure budget."""
 
-    def __init__(self, plan: FleetPlan, options: ApplyOptions) -> None:
+    def __init__(
+        self, plan: FleetPlan, options: ApplyOptions, healthy: dict[str, int] | None = None
+    ) -> None:
         super().__init__(
             plan,
             timeout=options.timeout,
             pause=options.pause,
             checks_health=options.service is not None and options.min_healthy is not None,
+            healthy=healthy,
         )
         self.options = options
 
@@ -949,6 +1091,8 @@ def plan_rollout(
     ``rolling_update test=True`` previews of those running the service."""
     service = options.service
     replicas = replicas_running(status, service)
+    # Each preview read once (the plan's work grows with the fleet only once).
+    read = {minion: read_host_rollout(previews.get(minion)) for minion in sorted(replicas)}
     plan = plan_fleet(
         service,
         replicas,
@@ -956,11 +1100,10 @@ def plan_rollout(
         options.min_healthy,
         options.canary,
         options.max_failures,
-        loss_per_minion=losses(previews, replicas),
+        loss_per_minion=losses(read, replicas),
     )
     lines = []
-    for minion in sorted(replicas):
-        preview = read_host_rollout(previews.get(minion))
+    for minion, preview in read.items():
         if preview is not None and preview.plan:
             lines.append(f"{minion}: " + "; ".join(preview.plan))
     return FleetRollout(
@@ -969,6 +1112,8 @@ def plan_rollout(
         before=images_running(status, service),
         previews=lines,
         entries=_outside(status, service, replicas, options.timeout),
+        # Untouched minions count as the plan saw them until asked again.
+        healthy=_answered_healthy(status, service, replicas),
     )
 
 
@@ -993,4 +1138,19 @@ def plan_apply(
         # A highstate may do anything: the floor is only checked between batches.
         loss_per_minion={},
     )
-    return FleetApply(plan, options)
+    healthy = None
+    if options.service is not None and status is not None:
+        healthy = _answered_healthy(status, options.service, replicas)
+    return FleetApply(plan, options, healthy=healthy)
+
+
+def _answered_healthy(
+    status: dict[str, Any], service: str, planned: dict[str, int]
+) -> dict[str, int]:
+    """Healthy replicas of the planned minions that answered ``status`` (one
+    that did not is unknown: the first check asks it)."""
+    return {
+        minion: healthy_count(ret, service)
+        for minion, ret in status.items()
+        if minion in planned and isinstance(ret, dict)
+    }

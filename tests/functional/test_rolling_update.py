@@ -84,6 +84,8 @@ def test_v1_to_v2_keeps_full_healthy_capacity(salt, docker_client, demo_images, 
     assert out["result"] is True, out["comment"]
     assert out["from"] == demo_images["1.0"] and out["to"] == demo_images["1.1"]
     assert "next highstate will converge back" in out["note"]
+    # For the fleet runner's floor: the replicas healthy when it returned.
+    assert out["healthy"] == REPLICAS
     running = containers(docker_client, web["name"])
     assert len(running) == REPLICAS
     for container in running.values():
@@ -205,6 +207,7 @@ def test_test_mode_returns_the_plan_and_touches_nothing(salt, docker_client, dem
     assert (out["result"], out["test"]) == (True, True)
     # The runner's capacity math reads these (stop-first loses parallelism).
     assert out["update"] == {"order": "start-first", "parallelism": 1}
+    assert "healthy" not in out  # a plan says nothing of what runs after it
     names = sorted(containers(docker_client, web["name"]))
     assert out["plan"] == [
         f"batch {i} (start-first): {name} ({demo_images['1.0']} -> {demo_images['1.1']})"

@@ -596,3 +596,202 @@ def test_apply_with_a_service_keeps_its_floor():
     assert lines[-1] == (
         "fleet has 5 healthy replicas, below the floor of 6: stopped before batch 2"
     )
+
+
+# -- the health gate asks only what the floor needs --------------------------------
+
+
+def checked_batches(engine, fleet_status, returns_of, asked_log=None):
+    """Drive ``engine`` as the runner does now: per batch, ``dockerops.status``
+    of :meth:`to_check`'s minions only (``fleet_status(number)`` says what the
+    whole fleet would answer), then ``returns_of(number, minions)``."""
+    lines = []
+    for batch in engine.batches():
+        asked = engine.to_check(batch)
+        if asked_log is not None:
+            asked_log.append(asked)
+        answers = fleet_status(batch.number)
+        status = {m: answers[m] for m in asked if m in answers}
+        gate = engine.may_start(batch, status, asked)
+        lines.extend(gate.lines)
+        if gate.minions:
+            lines.extend(
+                engine.record(batch, returns_of(batch.number, gate.minions), 5.0, gate.minions)
+            )
+    return lines
+
+
+EIGHT = {m: 2 for m in "abcdefgh"}
+
+
+def test_host_rollout_carries_its_healthy_count_and_a_bad_one_is_unknown():
+    assert HostRollout.from_dict(host_return(healthy=2)).healthy == 2
+    assert "healthy" not in host_return()
+    for bad in (-1, True, "2", None, 1.5):
+        data = {**host_return(), "healthy": bad}
+        assert HostRollout.from_dict(data).healthy is None
+
+
+def test_each_check_asks_its_batch_and_a_refresh_round_not_the_fleet():
+    engine = rollout(status=status_of(EIGHT), batch=2)
+    asked = []
+    checked_batches(
+        engine,
+        lambda n: status_of(EIGHT),
+        lambda n, minions: {m: ok(healthy=2) for m in minions},
+        asked,
+    )
+    assert engine.stopped is None
+    # The batch, plus as many others from the end of the plan, round the fleet.
+    assert asked == [
+        ["a", "b", "g", "h"],
+        ["c", "d", "e", "f"],
+        # Then round the minions already done, latest first.
+        ["c", "d", "e", "f"],
+        ["a", "b", "g", "h"],
+    ]
+    engine = rollout(status=status_of(EIGHT), batch=2)
+    engine.refresh = 0
+    asked = []
+    checked_batches(
+        engine, lambda n: status_of(EIGHT), lambda n, ms: {m: ok(healthy=2) for m in ms}, asked
+    )
+    assert asked == [["a", "b"], ["c", "d"], ["e", "f"], ["g", "h"]]
+
+
+def test_a_return_without_a_healthy_count_is_asked_at_the_next_check():
+    engine = rollout(status=status_of(EIGHT), batch=2)
+    engine.refresh = 0
+    asked = []
+    checked_batches(
+        engine,
+        lambda n: status_of(EIGHT),
+        # c and d's minions say how many are healthy; the others do not.
+        lambda n, ms: {m: ok(healthy=2) if m in "cd" else ok() for m in ms},
+        asked,
+    )
+    assert asked == [["a", "b"], ["a", "b", "c", "d"], ["e", "f"], ["e", "f", "g", "h"]]
+
+
+def test_the_floor_counts_what_returns_report():
+    """b's and d's own rollouts returned with no healthy replica: 14, then 12
+    of 16; the floor (13) stops batch 3, asking nobody but each batch."""
+    engine = rollout(status=status_of(EIGHT), batch=2, min_healthy=13)
+    engine.refresh = 0
+    asked = []
+    lines = checked_batches(
+        engine,
+        lambda n: status_of(EIGHT),
+        lambda n, ms: {m: ok(healthy=0 if m in "bd" else 2) for m in ms},
+        asked,
+    )
+    assert asked == [["a", "b"], ["c", "d"], ["e", "f"]]
+    assert "batch 2/4: c, d (14 healthy, floor 13)" in lines
+    assert lines[-1] == (
+        "fleet has 12 healthy replicas, below the floor of 13: stopped before batch 3"
+    )
+    assert (engine.healthy, engine.known_healthy("b"), engine.known_healthy("e")) == (12, 0, 2)
+    assert engine.failures == 0
+
+
+def test_an_untouched_minion_that_decays_is_seen_by_the_refresh_round():
+    """h loses both replicas after the plan: the first check's refresh reads it."""
+    engine = rollout(status=status_of(EIGHT), batch=2, min_healthy=15)
+    decayed = {**EIGHT, "h": 0}
+    lines = checked_batches(
+        engine, lambda n: status_of(decayed), lambda n, ms: {m: ok(healthy=2) for m in ms}
+    )
+    assert lines == ["fleet has 14 healthy replicas, below the floor of 15: stopped before batch 1"]
+    # Without the refresh, the plan's count of h stands until h's own batch.
+    engine = rollout(status=status_of(EIGHT), batch=2, min_healthy=15)
+    engine.refresh = 0
+    lines = checked_batches(
+        engine, lambda n: status_of(decayed), lambda n, ms: {m: ok(healthy=2) for m in ms}
+    )
+    assert lines[-1] == (
+        "fleet has 14 healthy replicas, below the floor of 15: stopped before batch 4"
+    )
+
+
+def test_a_silent_minion_in_a_scoped_check_counts_once_and_is_not_asked_again():
+    engine = rollout(status=status_of(EIGHT), batch=2, max_failures=1)
+    engine.refresh = 0
+    asked = []
+    lines = checked_batches(
+        engine,
+        # c stops answering after the plan.
+        lambda n: status_of(EIGHT, silent="c"),
+        lambda n, ms: {m: ok(healthy=2) for m in ms},
+        asked,
+    )
+    assert lines.count("  c: FAILED: no answer within 300s to dockerops.status") == 1
+    assert asked == [["a", "b"], ["c", "d"], ["e", "f"], ["g", "h"]]
+    assert engine.failures == 1 and engine.stopped is None
+    assert states(engine)["c"] == "no answer"
+    assert "batch 2/4: c, d (14 healthy, floor 12)" in lines  # c counts nothing
+    assert engine.healthy == 14
+
+
+def test_a_minion_not_asked_is_not_taken_for_silent():
+    engine = rollout(status=status_of(EIGHT), batch=2)
+    (batch, *_rest) = engine.batches()
+    gate = engine.may_start(batch, status_of({"a": 2, "b": 2}), ["a", "b"])
+    assert gate.go and gate.minions == ("a", "b")
+    assert engine.failures == 0 and engine.silent == set()
+    assert gate.lines == ("batch 1/4: a, b (16 healthy, floor 12)",)
+
+
+def test_a_minion_that_did_not_answer_its_rollout_is_asked_at_the_next_check():
+    engine = rollout(status=status_of(EIGHT), batch=2, max_failures=1)
+    engine.refresh = 0
+    asked = []
+    checked_batches(
+        engine,
+        lambda n: status_of(EIGHT),
+        lambda n, ms: {m: ok(healthy=2) for m in ms if m != "b"},
+        asked,
+    )
+    assert asked[:2] == [["a", "b"], ["b", "c", "d"]]
+    assert engine.entries["b"]["state"] == "no answer"
+
+
+def test_a_minion_the_plan_did_not_hear_from_is_asked_first():
+    options = fleet.ApplyOptions.from_args("*", service="web", min_healthy="75%", batch=2)
+    status = status_of(FOUR, silent="d")
+    engine = fleet.plan_apply(options, list(FOUR), status)
+    engine.refresh = 0
+    (batch, *_rest) = engine.batches()
+    assert engine.to_check(batch) == ["a", "b", "d"]
+
+
+def test_apply_asks_each_batch_again_at_the_next_check():
+    """A highstate's return does not say how many replicas are healthy."""
+    options = fleet.ApplyOptions.from_args("*", service="web", min_healthy="75%", batch=2)
+    engine = fleet.plan_apply(options, list(EIGHT), status_of(EIGHT))
+    engine.refresh = 0
+    asked = []
+    checked_batches(
+        engine,
+        lambda n: status_of({**EIGHT, "a": 1}),
+        lambda n, ms: {m: applied() for m in ms},
+        asked,
+    )
+    assert asked == [["a", "b"], ["a", "b", "c", "d"], ["c", "d", "e", "f"], ["e", "f", "g", "h"]]
+    assert engine.healthy == 15 - 4  # g and h applied, not asked since: unknown
+    assert engine.known_healthy("a") == 1 and engine.known_healthy("g") is None
+
+
+def test_rollback_returns_feed_the_known_counts():
+    engine = rollout(status=status_of(EIGHT), batch=2)
+    engine.refresh = 0
+    checked_batches(
+        engine,
+        lambda n: status_of(EIGHT),
+        lambda n, ms: {m: ok(healthy=2) if n == 1 else failed() for m in ms},
+    )
+    (group,) = engine.rollback_groups()
+    assert group.minions == ("a", "b")
+    back = {"a": ok(before=("web:1.1",), to="web:1.0", now=("web:1.0",), healthy=1)}
+    engine.record_rollback(group, back, 3.0)
+    # a said 1; b did not answer: unknown, counting nothing.
+    assert (engine.known_healthy("a"), engine.known_healthy("b")) == (1, None)
