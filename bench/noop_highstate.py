@@ -9,16 +9,37 @@ keep running (image, environment, restart policy, an owner label; no ports):
   with the arguments a Salt user would write (all other options at defaults).
 
 Each tool runs masterless (``salt-call --local``) from its own config dir under
-``build/bench/``: one highstate converges (creates the containers), then
-``--runs`` highstates change nothing (fewer if they outlast ``--budget``
-seconds), and the ``duration`` Salt reports for each state is summed over the
-tool's container states and divided by N. The median over the no-op runs is
-reported, for both tools and their ratio. The tools run one after the other
-(never both sets of containers at once), and everything created is removed at
-the end. An odd N gives the last service one replica.
+``build/bench/`` (for dockerops, ``file_roots`` is the formula's ``salt/`` and a
+top file, never the repository root): one highstate converges (creates the
+containers), then ``--runs`` highstates change nothing (fewer if they outlast
+``--budget`` seconds), and the ``duration`` Salt reports for each state is
+summed over the tool's container states and divided by N. The median over the
+no-op runs is reported, for both tools and their ratio, with dockerops' target
+(at most 1.5 ms per container at every size) and its flatness (ms per container
+at 400 over ms per container at 100, ``--flatness-sizes``; target at most 1.25).
 
-    .venv/bin/python bench/noop_highstate.py [--sizes 1,20,100]
+Before each no-op highstate, ``salt-call --local test.ping`` runs in the same
+config dir: the salt-call wall time of the highstate is split into
+
+- Salt's start-up: the median wall time of test.ping (interpreter, Salt's
+  imports, grains, pillar render, loader, exit: what every salt-call pays on
+  this config dir, whatever it does);
+- container states: the median sum of the tool's container states' durations
+  (dockerops' own work, or saltext-dockermod's);
+- other states: the median sum of every other state's duration;
+- compile: the rest (median highstate wall minus the three above): the top
+  file and the SLS render (Jinja, and the module calls the formula makes),
+  the compile into a state list, Salt's work between states, the JSON output.
+
+The tools run one after the other (never both sets of containers at once), and
+everything created is removed at the end. An odd N gives the last service one
+replica. Results: a table, ``build/bench/results.json`` and a PNG plot
+(``bench/noop_highstate.png`` unless ``--plot``); ``--from-json`` redraws both
+from an earlier run's JSON.
+
+    .venv/bin/python bench/noop_highstate.py [--sizes 1,20,100,200,400]
         [--dockermod-sizes 1,20] [--runs 5] [--budget 300] [--profile]
+        [--flatness-sizes 100,400] [--plot PATH] [--from-json PATH]
 
 saltext-dockermod needs about 10 minutes per no-op highstate at 100 containers,
 so it is measured at 1 and 20 by default; ``--dockermod-sizes 100`` adds that
@@ -27,7 +48,8 @@ size (one no-op run within the default budget).
 saltext-dockermod is a bench-only dependency (``bench/requirements.txt``): it is
 installed with ``--no-deps`` into ``build/bench/dockermod-lib`` (its runtime
 dependencies, salt and docker, are those of .venv) and put on ``PYTHONPATH`` only
-for its own salt-call runs.
+for its own salt-call runs. matplotlib (``bench/requirements-plot.txt``) goes
+into ``build/bench/plot-lib``.
 """
 
 from __future__ import annotations
@@ -37,121 +59,49 @@ import json
 import os
 import pstats
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = REPO / "bench"
-BUILD = REPO / "build" / "bench"
-DOCKERMOD_LIB = BUILD / "dockermod-lib"
-SALT_CALL = str(Path(sys.executable).parent / "salt-call")
+from salt_bench import (
+    BUILD,
+    DEMO_IMAGE,
+    DOCKERMOD,
+    OURS,
+    REPO,
+    MinionDir,
+    check_docker,
+    count_containers,
+    dockermod_sls,
+    dockerops_pillar,
+    ensure_dockermod,
+    ensure_matplotlib,
+    ensure_variant,
+    load_average,
+    log,
+    remove_containers,
+    salt_timeout,
+    state_times,
+)
 
 # The demo image without its HEALTHCHECK: at 100 containers a 1 s probe is 100
 # `docker exec`s a second on a 2-core machine, load that would swamp what is
 # measured here (for both tools alike).
-DEMO_IMAGE = "dockerops/demo-http:1.0"
 BENCH_REPOSITORY = "dockerops/demo-http-bench"
 BENCH_TAG = "1.0"
 BENCH_IMAGE = f"{BENCH_REPOSITORY}:{BENCH_TAG}"
 
 OWNER_LABEL = "dockerops-bench"
 REPLICAS = 2
-RESTART_POLICY = "on-failure:5"
-SALT_TIMEOUT = 3600
 
-OURS = "dockerops"
-DOCKERMOD = "dockermod"
-STATE_FUNCTION = {OURS: "dockerops_|-", DOCKERMOD: "docker_container_|-"}
+# dockerops' targets (issue 13).
+TARGET_MS = 1.5
+FLATNESS_TARGET = 1.25
 
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
-
-
-# -- set-up ---------------------------------------------------------------------
-
-
-def ensure_image() -> None:
-    """Build the demo image (images/build.sh) and the bench variant if missing."""
-    if run(["docker", "image", "inspect", BENCH_IMAGE]).returncode == 0:
-        return
-    if run(["docker", "image", "inspect", DEMO_IMAGE]).returncode != 0:
-        log(f"building {DEMO_IMAGE} (images/build.sh)")
-        subprocess.run([str(REPO / "images" / "build.sh")], check=True, stdout=subprocess.DEVNULL)
-    log(f"building {BENCH_IMAGE} ({DEMO_IMAGE} without HEALTHCHECK)")
-    subprocess.run(
-        ["docker", "build", "-q", "-t", BENCH_IMAGE, "-"],
-        input=f"FROM {DEMO_IMAGE}\nHEALTHCHECK NONE\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        env={**os.environ, "DOCKER_BUILDKIT": "0"},
-    )
-
-
-def ensure_dockermod() -> None:
-    """Install bench/requirements.txt into build/bench/dockermod-lib (once)."""
-    wanted = [
-        line.split("#")[0].strip()
-        for line in (BENCH_DIR / "requirements.txt").read_text().splitlines()
-        if line.split("#")[0].strip()
-    ]
-    stamp = DOCKERMOD_LIB / ".installed"
-    if stamp.exists() and stamp.read_text().split() == wanted:
-        return
-    log(f"installing {' '.join(wanted)} into {DOCKERMOD_LIB.relative_to(REPO)}")
-    proc = run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--upgrade",
-            "--target",
-            str(DOCKERMOD_LIB),
-            *wanted,
-        ]
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"installing {' '.join(wanted)} failed:\n{proc.stderr[-4000:]}")
-    stamp.write_text("\n".join(wanted) + "\n")
-
-
-def remove_containers(owner: str | None = None) -> int:
-    """Remove the containers this bench created (all, or one tool's)."""
-    label = f"{OWNER_LABEL}={owner}" if owner else OWNER_LABEL
-    ids = run(["docker", "ps", "-aq", "--filter", f"label={label}"]).stdout.split()
-    for start in range(0, len(ids), 50):
-        run(["docker", "rm", "-f", *ids[start : start + 50]])
-    return len(ids)
-
-
-def running_count(owner: str) -> int:
-    out = run(
-        [
-            "docker",
-            "ps",
-            "-q",
-            "--filter",
-            f"label={OWNER_LABEL}={owner}",
-            "--filter",
-            "status=running",
-        ]
-    ).stdout
-    return len(out.split())
+RESULTS = BUILD / "results.json"
+PLOT = REPO / "bench" / "noop_highstate.png"
 
 
 # -- the two tools' Salt trees --------------------------------------------------
@@ -165,136 +115,25 @@ def layout(containers: int) -> dict[str, int]:
     return services
 
 
-def service_env(service: str) -> dict[str, str]:
-    return {"GREETING": "hello", "SERVICE": service}
+def dockermod_name(service: str, index: int) -> str:
+    # Named apart from dockerops' <service>-<replica>, so the two never collide.
+    return f"bench-dm-{service.removeprefix('bench-')}-{index}"
 
 
-@dataclass
-class Minion:
-    """A masterless minion config dir under build/bench/<tool>-<containers>."""
+class Minion(MinionDir):
+    """The config dir under build/bench/<tool>-<containers>, for N containers."""
 
-    tool: str
-    containers: int
-    root: Path = field(init=False)
+    def __init__(self, tool: str, containers: int) -> None:
+        super().__init__(tool, BUILD / f"{tool}-{containers}", salt_timeout(containers))
+        self.containers = containers
 
-    def __post_init__(self) -> None:
-        self.root = BUILD / f"{self.tool}-{self.containers}"
-
-    def write(self) -> None:
-        states = self.root / "states"
-        pillar = self.root / "pillar"
-        states.mkdir(parents=True, exist_ok=True)
-        pillar.mkdir(parents=True, exist_ok=True)
-        file_roots = [str(states)]
-        config: dict[str, Any] = {
-            "id": f"bench-{self.tool}",
-            "file_client": "local",
-            "root_dir": str(self.root / "root"),
-            "pillar_roots": {"base": [str(pillar)]},
-            "log_level_logfile": "warning",
-        }
+    def write_bench(self) -> None:
+        services = layout(self.containers)
+        labels = {OWNER_LABEL: self.tool}
         if self.tool == OURS:
-            # salt/ holds the formula and links to _modules, _states and the
-            # library (_utils), which saltutil.sync_all brings.
-            file_roots += [str(REPO / "salt")]
-            config["dockerops.state_dir"] = str(self.root / "state")
-            top, sls = "dockerops", None
-            pillar_data = self.dockerops_pillar()
+            self.write(dockerops_pillar(services, BENCH_REPOSITORY, BENCH_TAG, labels))
         else:
-            top, sls = "bench", self.dockermod_sls()
-            pillar_data = {}
-        config["file_roots"] = {"base": file_roots}
-        (self.root / "minion").write_text(yaml.safe_dump(config))
-        (states / "top.sls").write_text(yaml.safe_dump({"base": {"*": [top]}}))
-        if sls is not None:
-            (states / "bench.sls").write_text(yaml.safe_dump(sls, sort_keys=False))
-        (pillar / "top.sls").write_text(yaml.safe_dump({"base": {"*": ["bench"]}}))
-        (pillar / "bench.sls").write_text(yaml.safe_dump(pillar_data, sort_keys=False))
-
-    def dockerops_pillar(self) -> dict[str, Any]:
-        services = {
-            name: {
-                "image": BENCH_REPOSITORY,
-                "tag": BENCH_TAG,
-                "replicas": replicas,
-                "env": service_env(name),
-                "labels": {OWNER_LABEL: OURS},
-            }
-            for name, replicas in layout(self.containers).items()
-        }
-        return {
-            "dockerops": {
-                "environment": "bench",
-                "defaults": {"restart_policy": RESTART_POLICY},
-                "services": services,
-            }
-        }
-
-    def dockermod_sls(self) -> dict[str, Any]:
-        sls: dict[str, Any] = {}
-        containers = [
-            (service, index)
-            for service, replicas in layout(self.containers).items()
-            for index in range(1, replicas + 1)
-        ]
-        for service, index in containers:
-            # Named apart from dockerops' <service>-<replica>, so the two never collide.
-            name = f"bench-dm-{service.removeprefix('bench-')}-{index}"
-            sls[name] = {
-                "docker_container.running": [
-                    {"name": name},
-                    {"image": BENCH_IMAGE},
-                    {"environment": service_env(service)},
-                    {"restart_policy": RESTART_POLICY},
-                    {"labels": {OWNER_LABEL: DOCKERMOD}},
-                ]
-            }
-        return sls
-
-    def salt_call(self, *args: str, profile: Path | None = None) -> tuple[Any, float]:
-        """Run salt-call for this minion; return its ``local`` data and wall seconds.
-
-        With ``profile``, salt-call runs under cProfile, its stats written there.
-        """
-        env = dict(os.environ)
-        if self.tool == DOCKERMOD:
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(DOCKERMOD_LIB), env.get("PYTHONPATH")) if p
-            )
-        started = time.monotonic()
-        profiler = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else []
-        proc = run(
-            [
-                *profiler,
-                SALT_CALL,
-                "-c",
-                str(self.root),
-                "--local",
-                "--out=json",
-                "--log-level=error",
-                *args,
-            ],
-            env=env,
-            timeout=SALT_TIMEOUT,
-        )
-        wall = time.monotonic() - started
-        try:
-            data = json.loads(proc.stdout)["local"]
-        except (ValueError, KeyError, TypeError):
-            raise SystemExit(
-                f"salt-call {' '.join(args)} for {self.tool}-{self.containers} failed "
-                f"(exit {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-            ) from None
-        return data, wall
-
-    def highstate(self, profile: Path | None = None) -> tuple[dict[str, Any], float]:
-        data, wall = self.salt_call("state.apply", profile=profile)
-        if not isinstance(data, dict):
-            raise SystemExit(f"{self.tool}-{self.containers}: highstate failed: {data}")
-        failed = {k: v.get("comment") for k, v in data.items() if v.get("result") is not True}
-        if failed:
-            raise SystemExit(f"{self.tool}-{self.containers}: states failed: {failed}")
-        return data, wall
+            self.write({}, dockermod_sls(services, dockermod_name, BENCH_IMAGE, labels))
 
 
 # -- measuring ------------------------------------------------------------------
@@ -306,9 +145,11 @@ class Measurement:
     containers: int
     states: int
     converge_seconds: float
-    per_container_ms: list[float]
-    wall_seconds: list[float]
-    changed_runs: int
+    per_container_ms: list[float] = field(default_factory=list)
+    wall_seconds: list[float] = field(default_factory=list)
+    ping_seconds: list[float] = field(default_factory=list)
+    other_states_ms: list[float] = field(default_factory=list)
+    changed_runs: int = 0
     state_median_ms: list[float] = field(default_factory=list)
     profile: list[str] = field(default_factory=list)
 
@@ -316,30 +157,53 @@ class Measurement:
     def median_ms(self) -> float:
         return statistics.median(self.per_container_ms)
 
+    def split(self) -> dict[str, float]:
+        """The median no-op highstate's salt-call wall time, in seconds, split
+        (see the module's docstring); the parts add up to ``highstate``."""
+        wall = statistics.median(self.wall_seconds)
+        startup = statistics.median(self.ping_seconds)
+        ours = statistics.median(self.per_container_ms) * self.containers / 1000
+        others = statistics.median(self.other_states_ms) / 1000
+        return {
+            "highstate": wall,
+            "startup": startup,
+            "compile": wall - startup - ours - others,
+            "container_states": ours,
+            "other_states": others,
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "tool": self.tool,
             "containers": self.containers,
             "states": self.states,
             "converge_seconds": round(self.converge_seconds, 1),
-            "per_container_ms": [round(v, 2) for v in self.per_container_ms],
-            "median_per_container_ms": round(self.median_ms, 2),
-            "salt_call_wall_seconds": [round(v, 2) for v in self.wall_seconds],
+            "per_container_ms": [round(v, 3) for v in self.per_container_ms],
+            "median_per_container_ms": round(self.median_ms, 3),
+            "salt_call_wall_seconds": [round(v, 3) for v in self.wall_seconds],
+            "test_ping_wall_seconds": [round(v, 3) for v in self.ping_seconds],
+            "other_states_ms": [round(v, 2) for v in self.other_states_ms],
+            "wall_split_seconds": {k: round(v, 3) for k, v in self.split().items()},
             "median_state_ms_per_run": [round(v, 2) for v in self.state_median_ms],
             "noop_runs_with_changes": self.changed_runs,
             "profile": self.profile,
         }
 
-
-def container_state_times(data: dict[str, Any], tool: str) -> tuple[list[float], bool]:
-    """The ``duration`` (ms) of each of the tool's container states; whether any changed."""
-    prefix = STATE_FUNCTION[tool]
-    durations = [
-        float(v.get("duration") or 0.0)
-        for k, v in data.items()
-        if k.startswith(prefix) and k.endswith("_|-running")
-    ]
-    return durations, any(v.get("changes") for v in data.values())
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        return cls(
+            tool=data["tool"],
+            containers=data["containers"],
+            states=data["states"],
+            converge_seconds=data["converge_seconds"],
+            per_container_ms=data["per_container_ms"],
+            wall_seconds=data["salt_call_wall_seconds"],
+            ping_seconds=data["test_ping_wall_seconds"],
+            other_states_ms=data["other_states_ms"],
+            changed_runs=data["noop_runs_with_changes"],
+            state_median_ms=data["median_state_ms_per_run"],
+            profile=data.get("profile", []),
+        )
 
 
 # Where a dockerops.running state spends its time: what, the function
@@ -392,36 +256,39 @@ def measure(
 ) -> Measurement:
     label = f"{tool} x {containers} containers"
     minion = Minion(tool, containers)
-    minion.write()
-    remove_containers(tool)
+    minion.write_bench()
+    remove_containers(OWNER_LABEL, tool)
     if tool == OURS:
         log(f"[{label}] saltutil.sync_all")
         minion.salt_call("saltutil.sync_all")
     log(f"[{label}] converging (first highstate creates the containers)")
     _, converge = minion.highstate()
-    up = running_count(tool)
+    up = count_containers(OWNER_LABEL, tool, "status=running")
     if up != containers:
         raise SystemExit(f"[{label}] {up} containers running after converge, not {containers}")
-    log(f"[{label}] converged in {converge:.1f}s; {runs} no-op highstates")
-    result = Measurement(tool, containers, 0, converge, [], [], 0)
+    log(f"[{label}] converged in {converge:.1f}s; {runs} no-op highstates (each after a test.ping)")
+    result = Measurement(tool, containers, 0, converge)
     started = time.monotonic()
     for number in range(1, runs + 1):
         if number > 1 and time.monotonic() - started > budget:
             log(f"[{label}] time budget ({budget:.0f}s) spent: {number - 1} no-op runs")
             break
+        ping = minion.test_ping()
         data, wall = minion.highstate()
-        durations, changed = container_state_times(data, tool)
-        total = sum(durations)
-        result.states = len(durations)
-        result.changed_runs += changed
+        times = state_times(data, tool)
+        total = sum(times.containers)
+        result.states = len(times.containers)
+        result.changed_runs += times.changed
         result.per_container_ms.append(total / containers)
-        result.state_median_ms.append(statistics.median(durations))
+        result.state_median_ms.append(statistics.median(times.containers))
         result.wall_seconds.append(wall)
+        result.ping_seconds.append(ping)
+        result.other_states_ms.append(sum(times.others))
         log(
-            f"[{label}] run {number}/{runs}: {total:.1f} ms in {len(durations)} states "
-            f"(median {statistics.median(durations):.1f} ms), "
-            f"{total / containers:.2f} ms/container, salt-call {wall:.1f}s"
-            + (" (CHANGES REPORTED)" if changed else "")
+            f"[{label}] run {number}/{runs}: {total:.1f} ms in {len(times.containers)} states "
+            f"(median {statistics.median(times.containers):.1f} ms), "
+            f"{total / containers:.2f} ms/container, salt-call {wall:.2f}s "
+            f"(test.ping {ping:.2f}s)" + (" (CHANGES REPORTED)" if times.changed else "")
         )
     if profile and tool == OURS:
         path = BUILD / f"profile-{tool}-{containers}.prof"
@@ -429,12 +296,22 @@ def measure(
         minion.highstate(profile=path)
         result.profile = profile_breakdown(path)
         log("\n".join(result.profile))
-    removed = remove_containers(tool)
+    removed = remove_containers(OWNER_LABEL, tool)
     log(f"[{label}] removed {removed} containers")
     return result
 
 
-def report(results: list[Measurement]) -> str:
+# -- reporting ------------------------------------------------------------------
+
+
+def flatness(results: list[Measurement], sizes: tuple[int, int]) -> float | None:
+    """dockerops' ms per container at the larger size over that at the smaller."""
+    by = {m.containers: m for m in results if m.tool == OURS}
+    small, large = by.get(sizes[0]), by.get(sizes[1])
+    return large.median_ms / small.median_ms if small and large else None
+
+
+def report(results: list[Measurement], flatness_sizes: tuple[int, int]) -> str:
     by = {(m.tool, m.containers): m for m in results}
 
     def cell(tool: str, size: int) -> str:
@@ -442,18 +319,60 @@ def report(results: list[Measurement]) -> str:
         return f"{m.median_ms:.2f} ({len(m.per_container_ms)})" if m else "-"
 
     rows = [
-        "| containers | dockerops ms/container (runs) | saltext-dockermod ms/container (runs) "
-        "| ratio |",
-        "|---:|---:|---:|---:|",
+        f"| containers | dockerops ms/container (runs) | <= {TARGET_MS} ms "
+        "| saltext-dockermod ms/container (runs) | ratio |",
+        "|---:|---:|:---:|---:|---:|",
     ]
     for size in sorted({m.containers for m in results}):
         ours, theirs = by.get((OURS, size)), by.get((DOCKERMOD, size))
         ratio = f"{theirs.median_ms / ours.median_ms:.0f}x" if ours and theirs else "-"
-        rows.append(f"| {size} | {cell(OURS, size)} | {cell(DOCKERMOD, size)} | {ratio} |")
+        target = ("yes" if ours.median_ms <= TARGET_MS else "NO") if ours else "-"
+        rows.append(
+            f"| {size} | {cell(OURS, size)} | {target} | {cell(DOCKERMOD, size)} | {ratio} |"
+        )
     rows += [
         "",
         "State time of a no-op highstate: the `duration` Salt reports for each container "
         "state, summed and divided by the containers; median over the no-op runs.",
+        "",
+    ]
+    ours_all = [m for m in results if m.tool == OURS]
+    if ours_all:
+        over = [m.containers for m in ours_all if m.median_ms > TARGET_MS]
+        rows.append(
+            f"target (dockerops <= {TARGET_MS} ms per container at each size): "
+            + (f"MISSED at {', '.join(map(str, over))}" if over else "met")
+        )
+    small, large = flatness_sizes
+    flat = flatness(results, flatness_sizes)
+    rows.append(
+        f"flatness (dockerops ms/container at {large} / at {small}, target <= "
+        f"{FLATNESS_TARGET}): "
+        + (
+            f"{flat:.2f} ({'met' if flat <= FLATNESS_TARGET else 'MISSED'})"
+            if flat is not None
+            else f"n/a (needs dockerops at {small} and {large})"
+        )
+    )
+    rows += [
+        "",
+        "salt-call wall time of the median no-op highstate, split (seconds):",
+        "",
+        "| tool | containers | highstate wall | Salt start-up (test.ping) | compile (rest) "
+        "| container states | other states |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in sorted(results, key=lambda m: (m.tool != OURS, m.containers)):
+        s = m.split()
+        rows.append(
+            f"| {m.tool} | {m.containers} | {s['highstate']:.2f} | {s['startup']:.2f} "
+            f"| {s['compile']:.2f} | {s['container_states']:.2f} | {s['other_states']:.2f} |"
+        )
+    rows += [
+        "",
+        "Salt start-up: median wall of `salt-call --local test.ping` in the same config dir "
+        "(one before each no-op highstate). Container states: median sum of their `duration`. "
+        "Compile: the rest (top file, SLS render, state compile, Salt between states, output).",
     ]
     for m in results:
         if m.changed_runs:
@@ -461,18 +380,107 @@ def report(results: list[Measurement]) -> str:
     return "\n".join(rows)
 
 
+def plot(results: list[Measurement], path: Path, title: str) -> None:
+    """Left: ms per container against the host's size, both tools (log-log), the
+    target; right: dockerops' salt-call wall time split, per size."""
+    plt = ensure_matplotlib()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.6))
+    colors = {OURS: "#dd8452", DOCKERMOD: "#4c72b0"}
+    names = {OURS: "dockerops (formula)", DOCKERMOD: "saltext-dockermod"}
+    for tool in (OURS, DOCKERMOD):
+        found = sorted((m for m in results if m.tool == tool), key=lambda m: m.containers)
+        if not found:
+            continue
+        sizes = [m.containers for m in found]
+        medians = [m.median_ms for m in found]
+        spread = [
+            [v - min(m.per_container_ms) for v, m in zip(medians, found, strict=True)],
+            [max(m.per_container_ms) - v for v, m in zip(medians, found, strict=True)],
+        ]
+        left.errorbar(
+            sizes,
+            medians,
+            yerr=spread,
+            marker="o",
+            capsize=3,
+            color=colors[tool],
+            label=names[tool],
+        )
+        for size, value in zip(sizes, medians, strict=True):
+            left.annotate(
+                f"{value:.2f}", (size, value), textcoords="offset points", xytext=(4, 4), fontsize=7
+            )
+    left.axhline(
+        TARGET_MS, color="black", linestyle="--", linewidth=1, label=f"{TARGET_MS} ms target"
+    )
+    left.set_xscale("log")
+    left.set_yscale("log")
+    sizes_all = sorted({m.containers for m in results})
+    left.set_xticks(sizes_all, [str(size) for size in sizes_all])
+    left.minorticks_off()
+    # Room below the target line, so that it never sits on the axis.
+    lowest = min([TARGET_MS, *(v for m in results for v in m.per_container_ms)])
+    left.set_ylim(bottom=lowest / 2)
+    left.set_xlabel("containers on the host")
+    left.set_ylabel("ms per container (median of runs; range)")
+    left.set_title("no-op highstate: state time per container", fontsize=10)
+    left.legend(fontsize=8)
+
+    ours = sorted((m for m in results if m.tool == OURS), key=lambda m: m.containers)
+    parts = [
+        ("startup", "Salt start-up (test.ping)", "#bbbbbb"),
+        ("compile", "compile/render (rest)", "#8172b3"),
+        ("other_states", "other states", "#55a868"),
+        ("container_states", "dockerops.running states", "#dd8452"),
+    ]
+    labels = [str(m.containers) for m in ours]
+    bottom = [0.0] * len(ours)
+    for key, label, color in parts:
+        values = [max(m.split()[key], 0.0) for m in ours]
+        right.bar(labels, values, bottom=bottom, color=color, label=label)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    for x, m in enumerate(ours):
+        right.text(
+            x, bottom[x], f"{m.split()['highstate']:.2f}s", ha="center", va="bottom", fontsize=8
+        )
+    right.set_xlabel("containers on the host (dockerops)")
+    right.set_ylabel("seconds (salt-call wall, median no-op highstate)")
+    right.set_title("dockerops: salt-call wall time split", fontsize=10)
+    right.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    log(f"plot written to {path}")
+
+
 def parse_sizes(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
-def load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+def show(saved: dict[str, Any], flatness_sizes: tuple[int, int], plot_path: Path) -> None:
+    """Print the tables of a run's results and draw its plot."""
+    results = [Measurement.from_dict(item) for item in saved["results"]]
+    log("")
+    log(report(results, flatness_sizes))
+    log(
+        f"\nload average before {saved['load_average_before']}, "
+        f"after {saved['load_average_after']} ({saved['cpus']} CPUs)"
+    )
+    plot(
+        results,
+        plot_path,
+        f"no-op highstate, {saved['cpus']} CPUs, load {saved['load_average_before']} "
+        f"-> {saved['load_average_after']}",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--sizes", default="1,20,100", help="container counts for dockerops (empty: skip)"
+        "--sizes",
+        default="1,20,100,200,400",
+        help="container counts for dockerops (empty: skip; default 1,20,100,200,400)",
     )
     parser.add_argument(
         "--dockermod-sizes",
@@ -491,23 +499,42 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also profile one dockerops no-op highstate per size (cProfile)",
     )
+    parser.add_argument(
+        "--flatness-sizes",
+        default="100,400",
+        help="the two dockerops sizes whose ms/container ratio is the flatness (default 100,400)",
+    )
+    parser.add_argument("--plot", default=str(PLOT), help="where the PNG goes")
+    parser.add_argument(
+        "--from-json",
+        metavar="PATH",
+        help="measure nothing: the tables and plot of an earlier run's JSON results",
+    )
     args = parser.parse_args(argv)
+    flat_sizes = parse_sizes(args.flatness_sizes)
+    if len(flat_sizes) != 2:
+        parser.error("--flatness-sizes takes two sizes, e.g. 100,400")
+    flatness_sizes = (flat_sizes[0], flat_sizes[1])
+    if args.from_json:
+        show(json.loads(Path(args.from_json).read_text()), flatness_sizes, Path(args.plot))
+        return 0
     sizes = parse_sizes(args.sizes)
     dm_sizes = parse_sizes(args.dockermod_sizes)
 
-    if run(["docker", "info"]).returncode != 0:
-        raise SystemExit("no Docker daemon answers (scripts/dockerd-up.sh starts one)")
+    check_docker()
     BUILD.mkdir(parents=True, exist_ok=True)
-    ensure_image()
+    ensure_variant(BENCH_IMAGE, "HEALTHCHECK NONE\n")
     if dm_sizes:
         ensure_dockermod()
-    leftovers = remove_containers()
+    ensure_matplotlib()  # before anything is timed: a first run installs it
+    leftovers = remove_containers(OWNER_LABEL)
     if leftovers:
         log(f"removed {leftovers} containers left by an earlier bench run")
 
     started = time.monotonic()
-    load_before = load()
-    log(f"load average before: {load_before} ({os.cpu_count()} CPUs)")
+    load_before = load_average()
+    log(f"load average before: {load_before} ({os.cpu_count()} CPUs); image {BENCH_IMAGE}")
+    log(f"(the demo image {DEMO_IMAGE} with HEALTHCHECK NONE)")
     results: list[Measurement] = []
     try:
         for size in sorted(set(sizes) | set(dm_sizes)):
@@ -516,26 +543,18 @@ def main(argv: list[str] | None = None) -> int:
             if size in dm_sizes:
                 results.append(measure(DOCKERMOD, size, args.runs, args.budget))
     finally:
-        remove_containers()
-    load_after = load()
-
-    table = report(results)
-    (BUILD / "results.json").write_text(
-        json.dumps(
-            {
-                "load_average_before": load_before,
-                "load_average_after": load_after,
-                "cpus": os.cpu_count(),
-                "results": [m.as_dict() for m in results],
-            },
-            indent=1,
-        )
-        + "\n"
-    )
-    log("")
-    log(table)
-    log(f"\nload average before {load_before}, after {load_after} ({os.cpu_count()} CPUs)")
-    log(f"total {time.monotonic() - started:.0f}s; details in build/bench/results.json")
+        remove_containers(OWNER_LABEL)
+    saved = {
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "cpus": os.cpu_count(),
+        "flatness": flatness(results, flatness_sizes),
+        "flatness_sizes": list(flatness_sizes),
+        "results": [m.as_dict() for m in results],
+    }
+    RESULTS.write_text(json.dumps(saved, indent=1) + "\n")
+    show(saved, flatness_sizes, Path(args.plot))
+    log(f"total {time.monotonic() - started:.0f}s; details in {RESULTS.relative_to(REPO)}")
     return 0
 
 
