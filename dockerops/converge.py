@@ -49,6 +49,7 @@ from .rollout import (
     prove,
     replace,
     slot_schedule,
+    watch_all,
 )
 from .spec import ServiceSpec, check_service_name
 
@@ -457,9 +458,12 @@ def _woken(rollout: Rollout) -> Iterator[Rollout]:
 def _start_new(rollout: Rollout, actions: list[Action]) -> RolloutReport:
     """Create or start the replicas of ``create``/``start`` actions; each must come up.
 
-    They replace nothing, so they start together.
+    They replace nothing, so they start together and are watched together
+    (:func:`watch_all`): their health waits and ``min_healthy_time`` holds
+    overlap. Each that counts is proven; the first (in plan order) that does
+    not is the failure.
     """
-    host, spec, report = rollout.host, rollout.spec, RolloutReport()
+    host, report = rollout.host, RolloutReport()
     fresh: list[tuple[str, Action]] = []
     for action in (a for a in actions if a.kind in ("start", "create")):
         if action.kind == "start":
@@ -470,19 +474,28 @@ def _start_new(rollout: Rollout, actions: list[Action]) -> RolloutReport:
             assert action.desired is not None
             fresh.append((host.create(action.desired), action))
         report.carried_out.append(action)
-    for container_id, action in fresh:
+    if not fresh:
+        return report
+    for container_id, _action in fresh:
         report.touched.add(container_id)
-        since = 0 if action.kind == "create" else None
-        health = host.wait_healthy(
-            container_id, action.name, spec.update.health_timeout, rollout.settle, restarts=since
+    with _woken(rollout) as woken:
+        verdicts = watch_all(
+            woken,
+            [(a.name, cid, 0 if a.kind == "create" else None) for cid, a in fresh],
         )
+    for container_id, action in fresh:
+        health = verdicts[action.name]
         if not health.healthy:
-            logs = replica_logs(host, container_id, action.name, spec.secret_values)
-            report.failure = health.reason + logs
-            return report
+            continue
         rollout.ledger.prove(container_id)
         report.steps.append(f"started {action.name} (healthy in {health.seconds:.1f}s)")
         rollout.notify("replica", {"replica": action.name, "state": "healthy"})
+    for container_id, action in fresh:
+        health = verdicts[action.name]
+        if not health.healthy:
+            logs = replica_logs(host, container_id, action.name, rollout.spec.secret_values)
+            report.failure = health.reason + logs
+            break
     return report
 
 

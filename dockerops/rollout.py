@@ -560,30 +560,46 @@ def prove(rollout: Rollout, actions: list[Action]) -> list[tuple[Action, HealthR
     first (a daemon restart stops containers); a running one fails on any
     restart since it was created.
     """
-    host, clock, timeout = rollout.host, rollout.clock, rollout.spec.update.health_timeout
-    watches: list[tuple[Action, HealthWatch]] = []
+    host = rollout.host
+    watched: list[tuple[str, str, int | None]] = []
     for action in actions:
         assert action.actual is not None
         baseline: int | None = 0
         if action.actual.state not in ("running", "restarting", "paused"):
             host.start(action.actual.id, action.name)
             baseline = None
-        watch = HealthWatch(action.name, timeout, rollout.settle, clock.now(), restarts=baseline)
-        watches.append((action, watch))
+        watched.append((action.name, action.actual.id, baseline))
+    verdicts = watch_all(rollout, watched)
+    return [(action, verdicts[action.name]) for action in actions]
+
+
+def watch_all(
+    rollout: Rollout, containers: list[tuple[str, str, int | None]]
+) -> dict[str, HealthReport]:
+    """Watch ``(name, container id, restart count it starts from)`` containers
+    together until each counts as healthy or fails (:class:`HealthWatch`:
+    ``update.health_timeout``, then ``rollout.settle`` seconds healthy); the
+    verdict per name. Watched at once, the holds overlap: N new replicas cost
+    one ``min_healthy_time``, not N.
+    """
+    host, clock, timeout = rollout.host, rollout.clock, rollout.spec.update.health_timeout
+    watches = [
+        (name, container_id, HealthWatch(name, timeout, rollout.settle, clock.now(), restarts))
+        for name, container_id, restarts in containers
+    ]
     verdicts: dict[str, HealthReport] = {}
     while len(verdicts) < len(watches):
-        for action, watch in watches:
-            assert action.actual is not None
-            if action.name in verdicts:
+        for name, container_id, watch in watches:
+            if name in verdicts:
                 continue
             try:
-                details = host.inspect(action.actual.id)
+                details = host.inspect(container_id)
             except NotFound:
-                verdicts[action.name] = HealthReport(False, f"{action.name} is gone", 0.0)
+                verdicts[name] = HealthReport(False, f"{name} is gone", 0.0)
                 continue
             verdict = watch.observe(details, clock.now())
             if verdict is not None:
-                verdicts[action.name] = verdict
+                verdicts[name] = verdict
         if len(verdicts) < len(watches):
             clock.sleep(POLL)
-    return [(action, verdicts[action.name]) for action, _ in watches]
+    return verdicts

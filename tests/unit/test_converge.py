@@ -120,3 +120,45 @@ def test_a_single_replica_is_keyed_by_the_spare_slot_it_runs_in_now(
     assert list(result.changes) == ["web-2"]
     assert result.changes["web-2"]["container"] == {"old": "web-1", "new": "web-2"}
     assert host.live_tags() == [("web-2", "1.5")]
+
+
+def test_new_replicas_are_watched_together_one_hold_for_all(
+    make_spec: MakeSpec, tmp_path: Path
+) -> None:
+    """A first deploy of 4 replicas: created one after another (0.3 s each),
+    healthy 1 s after each start, each held 2 s; watched together, the run
+    ends about one health wait and one hold after the last create, not four."""
+    clock = SimClock()
+    host = SimHost(clock)
+    spec = make_spec(replicas=4, tag="1.5", healthcheck=HEALTHCHECK)
+
+    result = converge(
+        cast(DockerHost, host),
+        spec,
+        state_dir=str(tmp_path),
+        clock=Clock(clock.now, clock.sleep),
+    )
+
+    assert result.result is True, result.errors
+    assert [s.split(" (")[0] for s in result.steps] == [f"started web-{i}" for i in (1, 2, 3, 4)]
+    assert host.live_tags() == [(f"web-{i}", "1.5") for i in (1, 2, 3, 4)]
+    # 4 creates (1.2 s) + healthy 1 s after the last + the 2 s hold, and polls.
+    assert clock.now() < 4 * 0.3 + 1 + 2 + 1, clock.now()
+
+
+def test_a_new_replica_that_never_counts_fails_the_run_and_the_others_are_proven(
+    make_spec: MakeSpec, tmp_path: Path
+) -> None:
+    from dockerops.ledger import Ledger
+
+    clock = SimClock()
+    host = SimHost(clock)
+    spec = make_spec(replicas=2, tag="broken", healthcheck=HEALTHCHECK)
+
+    result = converge(
+        cast(DockerHost, host), spec, state_dir=str(tmp_path), clock=Clock(clock.now, clock.sleep)
+    )
+
+    assert result.result is False
+    assert result.errors[0].startswith("web-1 became unhealthy\nlast log lines of web-1:\n")
+    assert Ledger(str(tmp_path), "web").proven() == set()
