@@ -368,9 +368,36 @@ class _Engine:
                 errors.append(err)
         if errors:
             raise errors[0]
-        for member in batch.members:
+        self._create(batch.members)
+
+    def _create(self, members: list[_Member]) -> None:
+        """Create and start the batch's replacements, all at once (each
+        mostly waits on dockerd). Every one created is recorded before the
+        first error is raised: the failure path removes them."""
+        desired = self.slots.desired
+        if len(members) == 1:
+            (member,) = members
             member.new_id = self.host.create(desired[member.slot])
             self.report.touched.add(member.new_id)
+            return
+        creates = [
+            Background(
+                functools.partial(self.host.create, desired[m.slot]), f"dockerops-create-{m.name}"
+            )
+            for m in members
+        ]
+        while not all(task.done for task in creates):
+            self.ctx.clock.sleep(POLL)
+        errors = []
+        for member, task in zip(members, creates, strict=True):
+            try:
+                member.new_id = task.result()
+            except DockerError as err:
+                errors.append(err)
+                continue
+            self.report.touched.add(member.new_id)
+        if errors:
+            raise errors[0]
 
     def _observe(self) -> bool:
         """Inspect every replacement not yet counted; raise on the first failure.

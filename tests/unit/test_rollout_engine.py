@@ -74,7 +74,7 @@ class SimClock:
         return all(
             not thread.is_alive() or thread.ident in self.waiting
             for thread in threading.enumerate()
-            if thread.name.startswith("dockerops-stop-")
+            if thread.name.startswith(("dockerops-stop-", "dockerops-create-"))
         )
 
     def _settle(self) -> None:
@@ -140,7 +140,10 @@ class SimHost:
     def create(self, replica: DesiredReplica) -> str:
         if self.live(replica.name) is not None:
             raise DockerError(f"name {replica.name} in use")
-        self.clock.sleep(CREATE_COST)
+        if threading.current_thread() is threading.main_thread():
+            self.clock.sleep(CREATE_COST)
+        else:  # created beside the others of its batch: simulated time goes on
+            self.clock.wait_until(self.clock.now() + CREATE_COST)
         if replica.name in self.fail_create:
             raise DockerError(f"starting {replica.name}: port is already allocated")
         container = self.add(replica, self.clock.now())
@@ -484,6 +487,32 @@ def test_start_first_parallelism_two(rollout: Callable[..., Rollout]) -> None:
     assert sorted(r.action.name for r in report.replaced) == ["web-1", "web-2", "web-3", "web-4"]
     assert min(run.capacity_samples()) == 4
     assert sorted(tag for _n, tag in run.host.live_tags()) == ["1.5"] * 4
+
+
+def test_a_batch_creates_its_replacements_at_once(rollout: Callable[..., Rollout]) -> None:
+    """Each create takes 0.3 s: a batch of 3 created one after another would
+    end 0.3 s apart; at once, together."""
+    run = rollout("1.5", replicas=6, parallelism=3)
+
+    report = run.run(settle=2.0)
+
+    assert report.ok and len(report.replaced) == 6
+    made = sorted(t for t, kind, _name in run.host.log if kind == "create")
+    assert len(made) == 6
+    assert made[2] - made[0] < 0.01 and made[5] - made[3] < 0.01, made
+
+
+def test_one_failed_create_in_a_batch_removes_the_others_made(
+    rollout: Callable[..., Rollout],
+) -> None:
+    run = rollout("1.5", replicas=3, parallelism=3)
+    run.host.fail_create.add("web-5")
+
+    report = run.run(settle=2.0)
+
+    assert not report.ok and "port is already allocated" in (report.failure or "")
+    # The two replacements made beside it were removed; the old replicas run on.
+    assert sorted(run.host.live_tags()) == [(f"web-{i}", "1.4") for i in (1, 2, 3)]
 
 
 def test_stop_first_replaces_in_place_one_batch_at_a_time(
