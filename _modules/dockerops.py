@@ -104,14 +104,24 @@ def _closes_clients(func):
     def call(*args, **kwargs):
         depth = __context__.get("dockerops.call_depth", 0)
         __context__["dockerops.call_depth"] = depth + 1
+        if not depth:
+            # What an earlier call read is not this one's (a container may have died since).
+            _client.forget_reads(__context__)
         try:
             return func(*args, **kwargs)
         finally:
             __context__["dockerops.call_depth"] = depth
             if not depth:
                 _client.close_clients(__context__)
+                if func.__name__ not in _READS_FOR_THE_STATE_RUN:
+                    _client.forget_reads(__context__)
 
     return call
+
+
+# Called by the formula while the state run renders: what they read serves the
+# run's states (dockerops.client.kept_reads; at most a few seconds old).
+_READS_FOR_THE_STATE_RUN = frozenset({"first_deploys"})
 
 
 def _test(test):
@@ -307,7 +317,10 @@ def first_deploys():
     if not names:
         return []
     try:
-        running = {c.service for c in _docker().managed(kept=True) if c.state == "running"}
+        # Not _docker(): pillar's registry credentials are not needed, and an
+        # invalid pillar must not fail the render (its states report it).
+        host = _host.minion_host(__opts__, __context__)
+        running = {c.service for c in host.managed(kept=True) if c.state == "running"}
     except CommandExecutionError as err:
         # The states say what is wrong with the daemon, each naming its service.
         log.warning("dockerops: cannot tell which services are first deploys: %s", err)

@@ -78,12 +78,35 @@ def _closes_clients(func):
 
     @functools.wraps(func)
     def state(*args, **kwargs):
+        in_run = _scope_reads()
         try:
             return func(*args, **kwargs)
         finally:
             _client.close_clients(__context__)
+            if not in_run:
+                _client.forget_reads(__context__)
 
     return state
+
+
+def _scope_reads():
+    """Let what this state run read from the daemon (the host's container
+    list, image inspects: :func:`dockerops.client.kept_reads`) serve only its
+    own states; whether this state is part of a state run.
+
+    A state called outside a state run (no ``State`` object) reads afresh. A
+    state of another run than the one that kept them drops them. Reads no run
+    claimed yet (the formula's render-time ``dockerops.first_deploys``, made
+    before the first state) are this run's.
+    """
+    owner, _frame = _state_run()
+    run = owner.instance_id if owner is not None else None
+    reads = _client.kept_reads(__context__)
+    if run is None or reads.get("run", run) != run:
+        reads.clear()
+    if run is not None:
+        reads["run"] = run
+    return run is not None
 
 
 def _jid():

@@ -82,9 +82,11 @@ def test_the_no_op_run_shows_the_ports_from_its_one_list_call(
     for method in ("managed", "inspect"):
         real = getattr(DockerHost, method)
 
-        def counted(self: DockerHost, *args: Any, _real: Any = real, _name: str = method) -> Any:
+        def counted(
+            self: DockerHost, *args: Any, _real: Any = real, _name: str = method, **kwargs: Any
+        ) -> Any:
             calls.append(_name)
-            return _real(self, *args)
+            return _real(self, *args, **kwargs)
 
         monkeypatch.setattr(DockerHost, method, counted)
 
