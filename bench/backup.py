@@ -72,7 +72,6 @@ BENCH_DIR = REPO / "bench"
 BUILD = REPO / "build" / "bench"
 DATA_CACHE = BUILD / "backup-data"
 WORK = BUILD / "backup"
-PLOT_LIB = BUILD / "plot-lib"
 SALT_CALL = str(Path(sys.executable).parent / "salt-call")
 
 IMAGE = "dockerops/demo-http"
@@ -775,40 +774,10 @@ def report(steps: list[Step], startup: float) -> str:
 
 
 def ensure_matplotlib() -> Any:
-    """matplotlib from bench/requirements-plot.txt, installed once into build/bench/plot-lib."""
-    wanted = [
-        line.split("#")[0].strip()
-        for line in (BENCH_DIR / "requirements-plot.txt").read_text().splitlines()
-        if line.split("#")[0].strip()
-    ]
-    stamp = PLOT_LIB / ".installed"
-    if not (stamp.exists() and stamp.read_text().split() == wanted):
-        log(f"installing {' '.join(wanted)} into {PLOT_LIB.relative_to(REPO)}")
-        shutil.rmtree(PLOT_LIB, ignore_errors=True)
-        proc = run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--target",
-                str(PLOT_LIB),
-                *wanted,
-            ]
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"installing {' '.join(wanted)} failed:\n{proc.stderr[-4000:]}")
-        stamp.write_text("\n".join(wanted) + "\n")
-    # Appended: .venv's own packages win where both have one.
-    sys.path.append(str(PLOT_LIB))
-    import matplotlib
+    """matplotlib, installed on first use into build/bench/plot-lib (bench/salt_bench.py)."""
+    from salt_bench import ensure_matplotlib as ensure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return ensure()
 
 
 def plot(steps: list[Step], path: Path, title: str) -> None:

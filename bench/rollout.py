@@ -82,7 +82,6 @@ WIDE_GRACE = 10  # seconds, set on both sides (Docker's default too)
 # sh as PID 1 ignores SIGTERM, and the trailing ":" keeps it from exec-ing serve.
 IGNORES_SIGTERM = ["/bin/sh", "-c", "/bin/serve; :"]
 WIDE_EVENTS = ["create", "start", "health_status", "kill", "die", "destroy"]
-PLOT_LIB = REPO / "build" / "bench" / "plot-lib"
 DEFAULT_JSON = str(REPO / "build" / "bench" / "rollout.json")
 
 

@@ -74,7 +74,6 @@ REPLICAS = 3
 MIN_HEALTHY = 2.0  # the demo image's HEALTHCHECK: interval 1 s x 2 retries
 GRACE = 10.0  # Docker's default grace period (no stop_grace_period in pillar)
 TARGET = 1.3  # issue 13: wall <= 1.3 x inherent for the SIGTERM-ignoring case
-PLOT_LIB = BUILD / "plot-lib"
 # sh as PID 1 ignores SIGTERM (the kernel drops default-action signals to a
 # namespace's init), and the trailing ":" keeps it from exec-ing serve.
 IGNORES_SIGTERM = ["/bin/sh", "-c", "/bin/serve; :"]
