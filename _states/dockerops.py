@@ -113,17 +113,10 @@ def _jid():
     """The job id of the running state run, for the rollout history.
 
     Salt passes state functions no ``__pub_jid``; the ``State`` object that calls
-    them holds the job's id, and tells us which one it is by ``__instance_id__``.
+    them holds the job's id (:func:`_state_run` finds it).
     """
-    instance = globals().get("__instance_id__")
-    frame = sys._getframe(1)
-    while instance and frame is not None:
-        # Only State objects are asked: getattr on others (a LazyLoader) may load modules.
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, salt.state.State) and owner.instance_id == instance:
-            return owner.jid or __opts__.get("jid")
-        frame = frame.f_back
-    return __opts__.get("jid")
+    owner, _frame = _state_run()
+    return (owner.jid if owner is not None else None) or __opts__.get("jid")
 
 
 # Replica counts this run's states declared (overrides included): the metrics' desired counts.
@@ -136,6 +129,7 @@ def _state_run():
     instance = globals().get("__instance_id__")
     frame = sys._getframe(1)
     while instance and frame is not None:
+        # Only State objects are asked: getattr on others (a LazyLoader) may load modules.
         owner = frame.f_locals.get("self")
         if (
             frame.f_code.co_name == "call_chunk"
